@@ -1,0 +1,59 @@
+package tether
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Message is one published message. ID is assigned by the gateway, unique,
+// and sorts by publish time; ClientID is the publisher's optional
+// idempotency key.
+type Message struct {
+	ID          string
+	Target      Target
+	Data        json.RawMessage
+	ClientID    string
+	PublishedAt time.Time
+	ExpiresAt   time.Time
+}
+
+// PublishResult is what a store answers for one published message.
+type PublishResult struct {
+	// ID is the message id; for a duplicate, the id of the original.
+	ID string
+	// Recipients is how many devices the message is addressed to.
+	Recipients int
+	// Devices lists the recipients, so that the hub can wake their sessions.
+	// Empty for a duplicate.
+	Devices []string
+	// Duplicate is true when a message with the same ClientID and target was
+	// already accepted within its TTL; nothing was stored again.
+	Duplicate bool
+}
+
+// DeliveryState is the state of one message for one device.
+type DeliveryState string
+
+// Delivery states (SPEC section 6, GET /v1/messages/{id}).
+const (
+	StatePending  DeliveryState = "pending"  // not sent yet
+	StateInflight DeliveryState = "inflight" // sent at least once, not acked
+	StateAcked    DeliveryState = "acked"
+	StateExpired  DeliveryState = "expired"
+	StateDead     DeliveryState = "dead" // sent MaxAttempts times, never acked
+)
+
+// Delivery is one message addressed to one device.
+type Delivery struct {
+	Device   string
+	Message  *Message // set by Store.Pending; nil in MessageStatus
+	State    DeliveryState
+	Attempts int
+	AckedAt  time.Time // zero unless acked
+}
+
+// MessageStatus answers GET /v1/messages/{id}.
+type MessageStatus struct {
+	Message    Message
+	Deliveries []Delivery // sorted by device id
+}
