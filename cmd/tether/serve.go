@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tetherpush/tether"
+	"github.com/tetherpush/tether/bolt"
+	"github.com/tetherpush/tether/hub"
+	tetherhttp "github.com/tetherpush/tether/http"
+	"github.com/tetherpush/tether/internal/secret"
+)
+
+// serveMain runs `tether serve` until ctx ends (SIGINT/SIGTERM), then
+// drains.
+func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	cfg, err := parseServe(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tether serve: %v\n", err)
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+	n, err := openNode(cfg, log)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	<-ctx.Done()
+	if err := n.shutdown(cfg.ShutdownTimeout); err != nil {
+		log.Error("shutdown", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(cfg serveConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// node is one running gateway: store, hub and HTTP server.
+type node struct {
+	log   *slog.Logger
+	store tether.Store
+	hub   *hub.Hub
+	srv   *tetherhttp.Server
+}
+
+func openNode(cfg serveConfig, log *slog.Logger) (*node, error) {
+	if cfg.Store != "embedded" {
+		return nil, fmt.Errorf("--store %s is not available in this build; use --store embedded", cfg.Store)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	sec, err := secret.Ensure(cfg.TokenSecret, cfg.APIKey, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	dbPath := filepath.Join(cfg.DataDir, "tether.db")
+	st, err := bolt.Open(dbPath, bolt.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("open embedded store %s: %w", dbPath, err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	h := hub.New(st, hub.Config{
+		Node:        cfg.NodeID,
+		Heartbeat:   cfg.Heartbeat,
+		AckTimeout:  cfg.AckTimeout,
+		MaxInflight: cfg.MaxInflight,
+		MaxAttempts: cfg.MaxAttempts,
+		Logger:      log.With("component", "hub"),
+		Metrics:     hub.NewMetrics(reg),
+	})
+	if err := h.Open(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	srv := tetherhttp.NewServer(h, tetherhttp.Config{
+		Listen:          cfg.Listen,
+		AdminListen:     cfg.AdminListen,
+		TLSCert:         cfg.TLSCert,
+		TLSKey:          cfg.TLSKey,
+		AllowedOrigins:  cfg.AllowedOrigins,
+		MaxConnections:  cfg.MaxConnections,
+		MaxMessageBytes: cfg.MaxMessageBytes,
+		MaxTTL:          cfg.MaxTTL,
+		TokenSecret:     []byte(sec.TokenSecret),
+		APIKey:          sec.APIKey,
+		Logger:          log.With("component", "http"),
+		Gatherer:        reg,
+	})
+	if err := srv.Open(); err != nil {
+		h.Close()
+		st.Close()
+		return nil, err
+	}
+	n := &node{log: log, store: st, hub: h, srv: srv}
+	n.announce(cfg, sec)
+	return n, nil
+}
+
+// announce logs where the node listens and how to use it.
+func (n *node) announce(cfg serveConfig, sec secret.Secrets) {
+	n.log.Info("tether serving", "listen", n.srv.Addr(), "admin", n.srv.AdminAddr(),
+		"store", cfg.Store, "data_dir", cfg.DataDir, "node", cfg.NodeID)
+	if sec.TokenSecretPath != "" {
+		verb := "using"
+		if sec.Generated {
+			verb = "generated"
+		}
+		n.log.Info(verb+" token secret and API key", "token_secret_file", sec.TokenSecretPath, "api_key_file", sec.APIKeyPath)
+		n.log.Info("mint a device token with: tether token --data-dir " + cfg.DataDir + " --device pos-1 --group shop-1")
+		n.log.Info("publish with: tether publish --data-dir " + cfg.DataDir + " --url http://" + n.srv.Addr() + ` --target group:shop-1 --data '{"order":1}'`)
+	}
+}
+
+// shutdown drains within timeout: new sessions refused and /readyz 503,
+// sessions closed with 1001 over half the timeout, acks flushed, then the
+// listeners and the store closed.
+func (n *node) shutdown(timeout time.Duration) error {
+	n.log.Info("draining", "timeout", timeout.String(), "sessions", n.hub.Connections())
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := n.hub.Shutdown(ctx)
+	if e := n.srv.Shutdown(ctx); err == nil {
+		err = e
+	}
+	n.hub.Close()
+	n.srv.Close()
+	if e := n.store.Close(); err == nil {
+		err = e
+	}
+	if err == nil {
+		n.log.Info("stopped")
+	}
+	return err
+}

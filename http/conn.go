@@ -1,0 +1,282 @@
+package http
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gobwas/ws"
+
+	"github.com/tetherpush/tether/hub"
+	"github.com/tetherpush/tether/wire"
+)
+
+// closeGrace is how long the reader keeps reading after the server sent a
+// close frame, so that the peer's close frame or FIN arrives and the socket
+// ends with FIN rather than RST.
+const closeGrace = time.Second
+
+// conn is one upgraded WebSocket connection. Its reader runs on the
+// connection's HTTP handler goroutine; writes come from the hub's workers and
+// are serialised by wsem, a lock whose wait is bounded by the write deadline.
+// It keeps no buffers while idle.
+type conn struct {
+	c        net.Conn
+	r        io.Reader // c, behind whatever the upgrade had buffered
+	maxFrame int
+
+	wsem    chan struct{} // write lock
+	closing atomic.Bool
+	once    sync.Once
+}
+
+var _ hub.Conn = (*conn)(nil)
+
+func newConn(c net.Conn, br *bufio.Reader, maxFrame int) *conn {
+	_ = c.SetDeadline(time.Time{}) // clear the HTTP server's deadlines
+	var r io.Reader = c
+	if n := br.Buffered(); n > 0 { // bytes the client sent right after the handshake
+		early, _ := br.Peek(n)
+		r = io.MultiReader(bytes.NewReader(bytes.Clone(early)), c)
+	}
+	return &conn{c: c, r: r, maxFrame: maxFrame, wsem: make(chan struct{}, 1)}
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// lock takes the write lock, waiting until deadline at most.
+func (c *conn) lock(deadline time.Time) bool {
+	select {
+	case c.wsem <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case c.wsem <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+func (c *conn) unlock() { <-c.wsem }
+
+// WriteText writes frames as text messages in one write.
+func (c *conn) WriteText(frames [][]byte, deadline time.Time) error {
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 1<<20 {
+			buf.Reset()
+			bufPool.Put(buf)
+		}
+	}()
+	for _, f := range frames {
+		_ = ws.WriteHeader(buf, ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(len(f))})
+		buf.Write(f)
+	}
+	return c.write(buf.Bytes(), deadline)
+}
+
+// Ping writes a WebSocket ping.
+func (c *conn) Ping(deadline time.Time) error {
+	return c.write(ws.CompiledPing, deadline)
+}
+
+func (c *conn) write(p []byte, deadline time.Time) error {
+	if c.closing.Load() {
+		return net.ErrClosed
+	}
+	if !c.lock(deadline) {
+		return os.ErrDeadlineExceeded
+	}
+	defer c.unlock()
+	_ = c.c.SetWriteDeadline(deadline)
+	_, err := c.c.Write(p)
+	return err
+}
+
+// Close sends a close frame with code (0: none), half-closes the socket and
+// gives the reader closeGrace to see the peer's end; the reader then closes
+// the socket. Safe from any goroutine; idempotent.
+func (c *conn) Close(code int) {
+	c.once.Do(func() {
+		if code != 0 {
+			deadline := time.Now().Add(closeGrace)
+			if c.lock(deadline) {
+				_ = c.c.SetWriteDeadline(deadline)
+				_, _ = c.c.Write(ws.MustCompileFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusCode(code), wire.CloseReason(code)))))
+				c.closing.Store(true)
+				c.unlock()
+			}
+		}
+		c.closing.Store(true)
+		if cw, ok := c.c.(interface{ CloseWrite() error }); ok && code != 0 {
+			_ = cw.CloseWrite()
+		}
+		_ = c.c.SetReadDeadline(time.Now().Add(closeGrace))
+	})
+}
+
+// finish closes the socket; only the reader calls it, once it is done.
+func (c *conn) finish() { _ = c.c.Close() }
+
+// errClose carries the close code a read error calls for.
+type errClose struct{ code int }
+
+func (e errClose) Error() string { return "close " + wire.CloseReason(e.code) }
+
+// readLoop reads frames until the connection ends, feeding text messages to
+// the session. Nothing received for idle closes the session with 4408.
+func (c *conn) readLoop(sess *hub.Session, idle time.Duration) {
+	defer c.finish()
+	var msg []byte // a fragmented text message being assembled
+	fragmented := false
+	for !c.closing.Load() {
+		_ = c.c.SetReadDeadline(time.Now().Add(idle))
+		h, payload, err := c.readFrame()
+		if err != nil {
+			c.endWith(sess, err)
+			return
+		}
+		if h.OpCode.IsControl() {
+			if !c.control(sess, h, payload) {
+				return
+			}
+			continue
+		}
+		sess.Seen()
+		switch {
+		case h.OpCode == ws.OpBinary && !fragmented:
+			c.endWith(sess, errClose{wire.CloseUnsupported})
+			return
+		case h.OpCode == ws.OpText && !fragmented:
+			msg, fragmented = payload, !h.Fin
+		case h.OpCode == ws.OpContinuation && fragmented:
+			if len(msg)+len(payload) > c.maxFrame {
+				c.endWith(sess, errClose{wire.CloseTooBig})
+				return
+			}
+			msg = append(msg, payload...)
+			fragmented = !h.Fin
+		default: // continuation without a start, or a new message inside one
+			c.endWith(sess, errClose{int(ws.StatusProtocolError)})
+			return
+		}
+		if fragmented {
+			continue
+		}
+		if !utf8.Valid(msg) {
+			c.endWith(sess, errClose{wire.CloseInvalidPayload})
+			return
+		}
+		sess.Received(msg)
+		msg = nil
+	}
+	c.drain(sess)
+}
+
+// readFrame reads one frame, enforcing RFC 6455 rules and the size limit
+// before any payload is read.
+func (c *conn) readFrame() (ws.Header, []byte, error) {
+	h, err := ws.ReadHeader(c.r)
+	if err != nil {
+		return h, nil, err
+	}
+	switch {
+	case h.Rsv != 0, !h.Masked, h.OpCode > ws.OpPong, h.OpCode > ws.OpBinary && h.OpCode < ws.OpClose:
+		return h, nil, errClose{int(ws.StatusProtocolError)}
+	case h.OpCode.IsControl() && (h.Length > 125 || !h.Fin):
+		return h, nil, errClose{int(ws.StatusProtocolError)}
+	case h.Length > int64(c.maxFrame):
+		return h, nil, errClose{wire.CloseTooBig}
+	}
+	payload := make([]byte, h.Length)
+	if _, err := io.ReadFull(c.r, payload); err != nil {
+		return h, nil, err
+	}
+	ws.Cipher(payload, h.Mask, 0)
+	return h, payload, nil
+}
+
+// control handles ping, pong and close; false ends the loop.
+func (c *conn) control(sess *hub.Session, h ws.Header, payload []byte) bool {
+	sess.Seen()
+	switch h.OpCode {
+	case ws.OpPing:
+		// Answer only if no other write is under way: the reader never waits.
+		select {
+		case c.wsem <- struct{}{}:
+			_ = c.c.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = c.c.Write(ws.MustCompileFrame(ws.NewPongFrame(payload)))
+			c.unlock()
+		default:
+		}
+	case ws.OpClose:
+		code := wire.CloseNormal
+		if len(payload) >= 2 {
+			code = int(binary.BigEndian.Uint16(payload))
+		}
+		if len(payload) == 1 || !validCloseCode(code) || !utf8.Valid(payload[min(2, len(payload)):]) {
+			code = int(ws.StatusProtocolError)
+		}
+		c.Close(code)
+		sess.Ended()
+		c.drain(sess)
+		return false
+	}
+	return true
+}
+
+func validCloseCode(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1011, code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}
+
+// endWith ends the session after a read error: a timeout is a heartbeat
+// failure (4408), an errClose carries its code, anything else means the
+// peer is gone.
+func (c *conn) endWith(sess *hub.Session, err error) {
+	var ec errClose
+	switch {
+	case errors.As(err, &ec):
+		sess.Close(ec.code)
+		c.drain(sess)
+	case c.closing.Load():
+		sess.Ended()
+	case isTimeout(err):
+		sess.Close(wire.CloseHeartbeat)
+		c.drain(sess)
+	default:
+		sess.Ended()
+	}
+}
+
+// drain discards what the peer still sends until it ends or closeGrace
+// (set by Close) passes.
+func (c *conn) drain(sess *hub.Session) {
+	sess.Ended()
+	var b [512]byte
+	for {
+		if _, err := c.c.Read(b[:]); err != nil {
+			return
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout()
+}

@@ -1,0 +1,55 @@
+package hub
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the hub's Prometheus collectors (SPEC section 7). They are
+// registered on the registerer given to NewMetrics, never globally.
+type Metrics struct {
+	Connections     prometheus.Gauge
+	Published       prometheus.Counter
+	Deliveries      prometheus.Counter
+	Acks            prometheus.Counter
+	Redeliveries    prometheus.Counter
+	Expired         prometheus.Counter
+	Dead            prometheus.Counter
+	DeliveryLatency prometheus.Histogram
+	StoreOp         *prometheus.HistogramVec
+	StoreErrors     *prometheus.CounterVec
+	Closes          *prometheus.CounterVec
+}
+
+// NewMetrics builds the hub's metrics and registers them on reg (nil: not
+// registered, for tests).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tether_connections", Help: "Device sessions open on this node."}),
+		Published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_messages_published_total", Help: "Messages accepted by the publish API (duplicates excluded)."}),
+		Deliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_deliveries_total", Help: "Message frames written to devices, redeliveries included."}),
+		Acks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_acks_total", Help: "Deliveries that became acked."}),
+		Redeliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_redeliveries_total", Help: "Deliveries sent again (attempt > 1)."}),
+		Expired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_expired_total", Help: "Deliveries dropped unacked at their message's expiry."}),
+		Dead: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_dead_total", Help: "Deliveries that reached --max-attempts without an ack."}),
+		DeliveryLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tether_delivery_latency_seconds", Help: "Time from publish to the first write of a delivery.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18)}),
+		StoreOp: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tether_store_op_seconds", Help: "Store call duration by operation.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}, []string{"op"}),
+		StoreErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_store_errors_total", Help: "Failed store calls by operation and kind."}, []string{"op", "kind"}),
+		Closes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_session_closes_total", Help: "Sessions closed by the server, by close code."}, []string{"code"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Connections, m.Published, m.Deliveries, m.Acks, m.Redeliveries,
+			m.Expired, m.Dead, m.DeliveryLatency, m.StoreOp, m.StoreErrors, m.Closes)
+	}
+	return m
+}
