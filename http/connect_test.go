@@ -8,8 +8,8 @@ import (
 
 	"github.com/gobwas/ws"
 
-	"github.com/tetherpush/tether/hub"
 	tetherhttp "github.com/tetherpush/tether/http"
+	"github.com/tetherpush/tether/hub"
 	"github.com/tetherpush/tether/token"
 )
 

@@ -19,8 +19,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tetherpush/tether/bolt"
-	"github.com/tetherpush/tether/hub"
 	tetherhttp "github.com/tetherpush/tether/http"
+	"github.com/tetherpush/tether/hub"
 	"github.com/tetherpush/tether/token"
 )
 

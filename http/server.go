@@ -56,7 +56,7 @@ type Server struct {
 	log    *slog.Logger
 	apiKey [32]byte
 
-	api, admin *http.Server
+	api, admin  *http.Server
 	ln, adminLn net.Listener
 	serving     sync.WaitGroup // the two Serve loops
 	conns       sync.WaitGroup // WebSocket readers

@@ -54,7 +54,7 @@ type Session struct {
 	unflushed map[string]struct{} // acked ids of the window not yet in the store
 	acks      []string
 	retryAt   time.Time // no store work before this, after a store error
-	outbox    [][]byte // control frames (pong, errors) to write
+	outbox    [][]byte  // control frames (pong, errors) to write
 	nextPing  time.Time
 	rateStart time.Time
 	rateCount int

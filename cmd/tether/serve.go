@@ -16,8 +16,8 @@ import (
 
 	"github.com/tetherpush/tether"
 	"github.com/tetherpush/tether/bolt"
-	"github.com/tetherpush/tether/hub"
 	tetherhttp "github.com/tetherpush/tether/http"
+	"github.com/tetherpush/tether/hub"
 	"github.com/tetherpush/tether/internal/secret"
 )
 
