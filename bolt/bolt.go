@@ -81,6 +81,8 @@ type Store struct {
 	quit   chan struct{} // closed by Close: the committer stops
 	exited chan struct{} // closed by the committer when it has stopped
 
+	commits atomic.Uint64 // transactions the committer ran (tests, benchmarks)
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error

@@ -117,6 +117,7 @@ func (s *Store) commit(batch []*request) {
 		live = append(live, r)
 	}
 	for len(live) > 0 {
+		s.commits.Add(1)
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			for i, r := range live {
 				if err := r.fn(tx); err != nil {

@@ -16,6 +16,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,6 +92,8 @@ type Config struct {
 	// the connection with 1009. Default DefaultMaxFrameBytes.
 	MaxFrameBytes int64
 
+	// TLSConfig is used for wss:// URLs; nil means the system's roots.
+	TLSConfig *tls.Config
 	// Logger receives the client's logs. Default: none.
 	Logger *slog.Logger
 	// Header holds extra handshake headers.
@@ -265,11 +268,7 @@ func (c *Client) setWelcome(w wire.Welcome) {
 }
 
 func (c *Client) state(s State, err error) {
-	if err != nil {
-		c.log.Info("tether "+s.String(), "err", err)
-	} else {
-		c.log.Info("tether " + s.String())
-	}
+	c.log.Debug("tether "+s.String(), "err", err)
 	if c.cfg.OnState != nil {
 		c.cfg.OnState(s, err)
 	}

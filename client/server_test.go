@@ -86,6 +86,7 @@ func (s *testServer) upgrade(conn net.Conn) {
 		},
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
 			if status := s.reject.Load(); status != 0 {
+				s.refused.Add(1) // before the client can read the answer
 				return nil, ws.RejectConnectionError(ws.RejectionStatus(int(status)))
 			}
 			return nil, nil
@@ -95,7 +96,6 @@ func (s *testServer) upgrade(conn net.Conn) {
 	hs, err := u.Upgrade(conn)
 	conn.SetDeadline(time.Time{})
 	if err != nil {
-		s.refused.Add(1)
 		conn.Close()
 		return
 	}

@@ -87,6 +87,7 @@ func (c *Client) dial(ctx context.Context) (net.Conn, io.Reader, error) {
 		Timeout:   c.cfg.HandshakeTimeout,
 		Protocols: []string{wire.Subprotocol},
 		Header:    ws.HandshakeHeaderHTTP(c.header),
+		TLSConfig: c.cfg.TLSConfig,
 		OnStatusError: func(_ int, _ []byte, resp io.Reader) {
 			retryAfter = parseRetryAfter(resp)
 		},
@@ -173,10 +174,9 @@ func (s *session) writeLoop(ctx context.Context, connected *time.Time) error {
 	armed := false
 	var lastPing time.Time
 	acks := s.c.acks
-	if acks.len() > 0 { // left over from the previous session
-		if err := s.sendAcks(s.writeDeadline(), true); err != nil {
-			return err
-		}
+	select { // acks left over from the previous session take the usual path
+	case acks.notify <- struct{}{}:
+	default:
 	}
 	for {
 		select {

@@ -140,6 +140,7 @@ func (n *Node) Publish(tb testing.TB, target string, data any) string {
 type Device struct {
 	tb   testing.TB
 	Conn net.Conn
+	r    io.Reader // Conn behind what the handshake read ahead
 }
 
 // Frame is a decoded server frame.
@@ -196,10 +197,11 @@ func (n *Node) TryDialPath(path string, header http.Header) (*Device, int, error
 	if err != nil {
 		return nil, status, err
 	}
-	if br != nil {
-		ws.PutReader(br)
+	var r io.Reader = c
+	if br != nil { // the welcome may have arrived with the handshake
+		r = io.MultiReader(br, c)
 	}
-	return &Device{Conn: c}, 101, nil
+	return &Device{Conn: c, r: r}, 101, nil
 }
 
 // Send writes one masked text frame.
@@ -229,7 +231,7 @@ func (d *Device) Next(timeout time.Duration) (Frame, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		_ = d.Conn.SetReadDeadline(deadline)
-		f, err := ws.ReadFrame(d.Conn)
+		f, err := ws.ReadFrame(d.r)
 		if err != nil {
 			return Frame{}, err
 		}

@@ -47,7 +47,7 @@ type ServerFrame struct {
 	ID          string          `json:"id,omitempty"`
 	Target      string          `json:"target,omitempty"`
 	Data        json.RawMessage `json:"data,omitempty"`
-	PublishedAt time.Time       `json:"published_at,omitempty"`
+	PublishedAt time.Time       `json:"published_at,omitzero"`
 	Attempt     int             `json:"attempt,omitempty"`
 	// error
 	Code    string `json:"code,omitempty"`

@@ -157,7 +157,20 @@ func (v *intValue) Set(s string) error {
 // durationValue is a time.Duration flag with readable errors.
 type durationValue time.Duration
 
-func (v *durationValue) String() string { return time.Duration(*v).String() }
+func (v *durationValue) String() string { return formatDuration(time.Duration(*v)) }
+
+// formatDuration is time.Duration.String without zero minutes and
+// seconds: 24h rather than 24h0m0s.
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
 
 func (v *durationValue) Set(s string) error {
 	d, err := time.ParseDuration(strings.TrimSpace(s))

@@ -32,7 +32,7 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		fmt.Fprintf(stderr, "tether serve: %v\n", err)
 		return 2
 	}
-	log := newLogger(cfg, stderr)
+	log := cfg.newLogger(stderr)
 	n, err := openNode(cfg, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -44,16 +44,6 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		return 1
 	}
 	return 0
-}
-
-func newLogger(cfg serveConfig, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.LogLevel))
-	opts := &slog.HandlerOptions{Level: level}
-	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // node is one running gateway: store, hub and HTTP server.

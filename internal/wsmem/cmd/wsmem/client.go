@@ -34,6 +34,9 @@ func runClient(addr string, first, n, net2 int, timeout time.Duration) error {
 	defer func() {
 		for _, c := range conns {
 			if c != nil {
+				if tc, ok := c.(*net.TCPConn); ok {
+					_ = tc.SetLinger(0) // reset: leave no TIME_WAIT behind
+				}
 				_ = c.Close()
 			}
 		}

@@ -1,0 +1,277 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"go.uber.org/goleak"
+
+	"github.com/tetherpush/tether/token"
+)
+
+func TestMain(m *testing.M) {
+	runChildIfAsked()
+	goleak.VerifyTestMain(m)
+}
+
+// childEnv marks a re-executed test binary that runs `tether` itself, so
+// that tests can kill -9 a real node process and restart it.
+const childEnv = "TETHER_TEST_CHILD"
+
+// runChildIfAsked runs the tether command line when this test binary was
+// started as a child node, and exits.
+func runChildIfAsked() {
+	if os.Getenv(childEnv) != "1" {
+		return
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv))
+}
+
+// child is a tether node running in its own process.
+type child struct {
+	cmd  *exec.Cmd
+	addr string
+	logs *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer safe for the child's output copier and the
+// test to use at once.
+type syncBuffer struct {
+	mu sync.Mutex // guards following
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+const (
+	childSecret = "child-secret"
+	childKey    = "child-key"
+)
+
+// startChild starts `tether serve` on dataDir and waits until it answers.
+func startChild(t *testing.T, dataDir string, extra ...string) *child {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	args := append([]string{"serve", "--data-dir", dataDir, "--listen", addr, "--admin-listen", "127.0.0.1:0",
+		"--token-secret", childSecret, "--api-key", childKey, "--heartbeat", "2s"}, extra...)
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &child{cmd: cmd, addr: addr, logs: logs}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child did not start: %v\n%s", err, logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (c *child) publish(t *testing.T, target string, data any) string {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"target": target, "data": data})
+	req, _ := http.NewRequest("POST", "http://"+c.addr+"/v1/messages", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+childKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct{ ID string }
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	if resp.StatusCode != 202 {
+		t.Fatalf("publish: status %d", resp.StatusCode)
+	}
+	return out.ID
+}
+
+func (c *child) state(t *testing.T, id string) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+c.addr+"/v1/messages/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+childKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Deliveries []struct{ State string } `json:"deliveries"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&st)
+	if len(st.Deliveries) != 1 {
+		return ""
+	}
+	return st.Deliveries[0].State
+}
+
+// wsDevice is a minimal device speaking the literal frames.
+type wsDevice struct {
+	t    *testing.T
+	conn net.Conn
+	r    io.Reader // conn behind what the handshake read ahead
+}
+
+func dialDevice(t *testing.T, addr, device string) *wsDevice {
+	t.Helper()
+	tok, err := token.Sign([]byte(childSecret), token.Claims{Device: device, ExpiresAt: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := ws.Dialer{Header: ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + tok}}), Timeout: 5 * time.Second}
+	conn, br, _, err := d.Dial(context.Background(), "ws://"+addr+"/v1/connect")
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	var r io.Reader = conn
+	if br != nil { // the welcome may have arrived with the handshake
+		r = io.MultiReader(br, conn)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &wsDevice{t: t, conn: conn, r: r}
+}
+
+// next returns the next text frame's type and id, or the close code.
+func (d *wsDevice) next(timeout time.Duration) (typ, id string, attempt, closeCode int) {
+	d.t.Helper()
+	_ = d.conn.SetReadDeadline(time.Now().Add(timeout))
+	for {
+		f, err := ws.ReadFrame(d.r)
+		if err != nil {
+			d.t.Fatalf("read: %v", err)
+		}
+		switch f.Header.OpCode {
+		case ws.OpPing:
+			_ = ws.WriteFrame(d.conn, ws.MaskFrame(ws.NewPongFrame(f.Payload)))
+			continue
+		case ws.OpClose:
+			code, _ := ws.ParseCloseFrameData(f.Payload)
+			return "close", "", 0, int(code)
+		}
+		var fr struct {
+			Type, ID string
+			Attempt  int
+		}
+		_ = json.Unmarshal(f.Payload, &fr)
+		return fr.Type, fr.ID, fr.Attempt, 0
+	}
+}
+
+func (d *wsDevice) ack(ids ...string) {
+	b, _ := json.Marshal(map[string]any{"type": "ack", "ids": ids})
+	_ = d.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if err := ws.WriteFrame(d.conn, ws.MaskFrame(ws.NewTextFrame(b))); err != nil {
+		d.t.Fatalf("ack: %v", err)
+	}
+}
+
+// TestDurableAcrossKill9 publishes, acks half, kills the node with SIGKILL,
+// restarts it on the same data dir and checks that exactly the unacked
+// messages come back, in order.
+func TestDurableAcrossKill9(t *testing.T) {
+	dir := t.TempDir()
+	c := startChild(t, dir)
+	var ids []string
+	for i := 0; i < 20; i++ {
+		ids = append(ids, c.publish(t, "device:pos-1", map[string]int{"n": i}))
+	}
+	d := dialDevice(t, c.addr, "pos-1")
+	if typ, _, _, _ := d.next(5 * time.Second); typ != "welcome" {
+		t.Fatalf("first frame %s", typ)
+	}
+	for i := 0; i < 20; i++ {
+		typ, id, _, _ := d.next(5 * time.Second)
+		if typ != "message" || id != ids[i] {
+			t.Fatalf("frame %d: %s %s, want message %s", i, typ, id, ids[i])
+		}
+	}
+	d.ack(ids[:10]...)
+	waitFor(t, 5*time.Second, "acks stored", func() bool { return c.state(t, ids[9]) == "acked" })
+
+	_ = c.cmd.Process.Signal(syscall.SIGKILL)
+	_ = c.cmd.Wait()
+	c = startChild(t, dir)
+	d = dialDevice(t, c.addr, "pos-1")
+	d.next(5 * time.Second) // welcome
+	for i := 10; i < 20; i++ {
+		typ, id, attempt, _ := d.next(5 * time.Second)
+		if typ != "message" || id != ids[i] || attempt != 2 {
+			t.Fatalf("after restart frame %d: %s %s attempt %d, want message %s attempt 2", i, typ, id, attempt, ids[i])
+		}
+	}
+	if st := c.state(t, ids[0]); st != "acked" {
+		t.Fatalf("acked before the kill, now %q", st)
+	}
+}
+
+// TestSigtermDrains checks the graceful drain of a real process: sessions
+// get 1001 and the process exits 0 within --shutdown-timeout.
+func TestSigtermDrains(t *testing.T) {
+	c := startChild(t, t.TempDir(), "--shutdown-timeout", "4s")
+	d := dialDevice(t, c.addr, "pos-1")
+	d.next(5 * time.Second) // welcome
+	start := time.Now()
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	if typ, _, _, code := d.next(5 * time.Second); typ != "close" || code != 1001 {
+		t.Fatalf("got %s %d, want close 1001", typ, code)
+	}
+	if err := c.cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, c.logs)
+	}
+	if el := time.Since(start); el > 4*time.Second {
+		t.Fatalf("exited after %v, more than --shutdown-timeout", el)
+	}
+	if !strings.Contains(c.logs.String(), "draining") {
+		t.Fatalf("no drain in the log:\n%s", c.logs)
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
