@@ -33,21 +33,33 @@ type conn struct {
 	r        io.Reader // c, behind whatever the upgrade had buffered
 	maxFrame int
 
-	wsem    chan struct{} // write lock
-	closing atomic.Bool
-	once    sync.Once
+	wsem     chan struct{} // write lock
+	closing  atomic.Bool
+	once     sync.Once
+	onClose  func() // set by the poller: watch the close grace period
+	onFinish func() // called once when the socket is closed
+	finished atomic.Bool
+
+	msg        []byte // a fragmented text message being assembled
+	fragmented bool
 }
 
 var _ hub.Conn = (*conn)(nil)
 
-func newConn(c net.Conn, br *bufio.Reader, maxFrame int) *conn {
+func newConn(c net.Conn, maxFrame int) *conn {
 	_ = c.SetDeadline(time.Time{}) // clear the HTTP server's deadlines
-	var r io.Reader = c
-	if n := br.Buffered(); n > 0 { // bytes the client sent right after the handshake
-		early, _ := br.Peek(n)
-		r = io.MultiReader(bytes.NewReader(bytes.Clone(early)), c)
+	return &conn{c: c, r: c, maxFrame: maxFrame, wsem: make(chan struct{}, 1)}
+}
+
+// buffered returns a copy of the bytes the client sent right after the
+// handshake, which the upgrade has already read.
+func buffered(br *bufio.Reader) []byte {
+	n := br.Buffered()
+	if n == 0 {
+		return nil
 	}
-	return &conn{c: c, r: r, maxFrame: maxFrame, wsem: make(chan struct{}, 1)}
+	b, _ := br.Peek(n)
+	return bytes.Clone(b)
 }
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -124,11 +136,23 @@ func (c *conn) Close(code int) {
 			_ = cw.CloseWrite()
 		}
 		_ = c.c.SetReadDeadline(time.Now().Add(closeGrace))
+		if c.onClose != nil {
+			c.onClose()
+		}
 	})
 }
 
-// finish closes the socket; only the reader calls it, once it is done.
-func (c *conn) finish() { _ = c.c.Close() }
+// finish closes the socket; only the reader (or the poller) calls it, once
+// it is done. Idempotent.
+func (c *conn) finish() {
+	if c.finished.Swap(true) {
+		return
+	}
+	_ = c.c.Close()
+	if c.onFinish != nil {
+		c.onFinish()
+	}
+}
 
 // errClose carries the close code a read error calls for.
 type errClose struct{ code int }
@@ -136,11 +160,10 @@ type errClose struct{ code int }
 func (e errClose) Error() string { return "close " + wire.CloseReason(e.code) }
 
 // readLoop reads frames until the connection ends, feeding text messages to
-// the session. Nothing received for idle closes the session with 4408.
+// the session. Nothing received for idle closes the session with 4408. It
+// is the I/O layer for connections the poller cannot take (TLS, non-Linux).
 func (c *conn) readLoop(sess *hub.Session, idle time.Duration) {
 	defer c.finish()
-	var msg []byte // a fragmented text message being assembled
-	fragmented := false
 	for !c.closing.Load() {
 		_ = c.c.SetReadDeadline(time.Now().Add(idle))
 		h, payload, err := c.readFrame()
@@ -148,40 +171,54 @@ func (c *conn) readLoop(sess *hub.Session, idle time.Duration) {
 			c.endWith(sess, err)
 			return
 		}
-		if h.OpCode.IsControl() {
-			if !c.control(sess, h, payload) {
-				return
-			}
-			continue
-		}
-		sess.Seen()
-		switch {
-		case h.OpCode == ws.OpBinary && !fragmented:
-			c.endWith(sess, errClose{wire.CloseUnsupported})
-			return
-		case h.OpCode == ws.OpText && !fragmented:
-			msg, fragmented = payload, !h.Fin
-		case h.OpCode == ws.OpContinuation && fragmented:
-			if len(msg)+len(payload) > c.maxFrame {
-				c.endWith(sess, errClose{wire.CloseTooBig})
-				return
-			}
-			msg = append(msg, payload...)
-			fragmented = !h.Fin
-		default: // continuation without a start, or a new message inside one
-			c.endWith(sess, errClose{int(ws.StatusProtocolError)})
+		if !c.handle(sess, h, payload) {
 			return
 		}
-		if fragmented {
-			continue
-		}
-		if !utf8.Valid(msg) {
-			c.endWith(sess, errClose{wire.CloseInvalidPayload})
-			return
-		}
-		sess.Received(msg)
-		msg = nil
 	}
+	c.drain(sess)
+}
+
+// handle acts on one frame: control frames are answered, text messages
+// (reassembled from fragments) go to the session. It returns false when the
+// connection must end; the session has then been closed with its code.
+func (c *conn) handle(sess *hub.Session, h ws.Header, payload []byte) bool {
+	if h.OpCode.IsControl() {
+		return c.control(sess, h, payload)
+	}
+	sess.Seen()
+	switch {
+	case h.OpCode == ws.OpBinary && !c.fragmented:
+		c.fail(sess, wire.CloseUnsupported)
+		return false
+	case h.OpCode == ws.OpText && !c.fragmented:
+		c.msg, c.fragmented = payload, !h.Fin
+	case h.OpCode == ws.OpContinuation && c.fragmented:
+		if len(c.msg)+len(payload) > c.maxFrame {
+			c.fail(sess, wire.CloseTooBig)
+			return false
+		}
+		c.msg = append(c.msg, payload...)
+		c.fragmented = !h.Fin
+	default: // continuation without a start, or a new message inside one
+		c.fail(sess, int(ws.StatusProtocolError))
+		return false
+	}
+	if c.fragmented {
+		return true
+	}
+	msg := c.msg
+	c.msg = nil
+	if !utf8.Valid(msg) {
+		c.fail(sess, wire.CloseInvalidPayload)
+		return false
+	}
+	sess.Received(msg)
+	return true
+}
+
+// fail closes the session with code because of what the peer sent.
+func (c *conn) fail(sess *hub.Session, code int) {
+	sess.Close(code)
 	c.drain(sess)
 }
 
@@ -192,13 +229,8 @@ func (c *conn) readFrame() (ws.Header, []byte, error) {
 	if err != nil {
 		return h, nil, err
 	}
-	switch {
-	case h.Rsv != 0, !h.Masked, h.OpCode > ws.OpPong, h.OpCode > ws.OpBinary && h.OpCode < ws.OpClose:
-		return h, nil, errClose{int(ws.StatusProtocolError)}
-	case h.OpCode.IsControl() && (h.Length > 125 || !h.Fin):
-		return h, nil, errClose{int(ws.StatusProtocolError)}
-	case h.Length > int64(c.maxFrame):
-		return h, nil, errClose{wire.CloseTooBig}
+	if err := c.check(h); err != nil {
+		return h, nil, err
 	}
 	payload := make([]byte, h.Length)
 	if _, err := io.ReadFull(c.r, payload); err != nil {
@@ -206,6 +238,20 @@ func (c *conn) readFrame() (ws.Header, []byte, error) {
 	}
 	ws.Cipher(payload, h.Mask, 0)
 	return h, payload, nil
+}
+
+// check applies RFC 6455 and the size limit to a frame header, before any
+// payload is read.
+func (c *conn) check(h ws.Header) error {
+	switch {
+	case h.Rsv != 0, !h.Masked, h.OpCode > ws.OpPong, h.OpCode > ws.OpBinary && h.OpCode < ws.OpClose:
+		return errClose{int(ws.StatusProtocolError)}
+	case h.OpCode.IsControl() && (h.Length > 125 || !h.Fin):
+		return errClose{int(ws.StatusProtocolError)}
+	case h.Length > int64(c.maxFrame):
+		return errClose{wire.CloseTooBig}
+	}
+	return nil
 }
 
 // control handles ping, pong and close; false ends the loop.
@@ -252,8 +298,7 @@ func (c *conn) endWith(sess *hub.Session, err error) {
 	var ec errClose
 	switch {
 	case errors.As(err, &ec):
-		sess.Close(ec.code)
-		c.drain(sess)
+		c.fail(sess, ec.code)
 	case c.closing.Load():
 		sess.Ended()
 	case isTimeout(err):
@@ -268,6 +313,9 @@ func (c *conn) endWith(sess *hub.Session, err error) {
 // (set by Close) passes.
 func (c *conn) drain(sess *hub.Session) {
 	sess.Ended()
+	if c.onClose != nil {
+		return // the poller reads on until the peer ends or the grace passes
+	}
 	var b [512]byte
 	for {
 		if _, err := c.c.Read(b[:]); err != nil {

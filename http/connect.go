@@ -1,7 +1,9 @@
 package http
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -37,7 +39,12 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, tether.Errorf(tether.EUnavailable, "node is at --max-connections (%d); retry later or connect to another node", s.cfg.MaxConnections))
 		return
 	}
-	defer s.active.Add(-1)
+	upgraded := false
+	defer func() {
+		if !upgraded { // once upgraded, the connection's finish releases it
+			s.active.Add(-1)
+		}
+	}()
 	// The token's groups are members before the welcome (SPEC section 5).
 	// r.Context() ends if the client goes away while the store answers.
 	if err := s.hub.Join(r.Context(), claims.Device, claims.Groups); err != nil {
@@ -51,9 +58,11 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader has answered 400 with the reason
 	}
+	upgraded = true
 	s.conns.Add(1)
-	defer s.conns.Done()
-	c := newConn(conn, rw.Reader, s.cfg.MaxMessageBytes)
+	c := newConn(conn, s.cfg.MaxMessageBytes)
+	c.onFinish = func() { s.active.Add(-1); s.conns.Done() }
+	early := buffered(rw.Reader)
 	sess, err := s.hub.Attach(claims.Device, claims.Groups, claims.ExpiresAt, c)
 	if err != nil {
 		if errors.Is(err, hub.ErrDraining) {
@@ -61,6 +70,12 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 		}
 		c.finish()
 		return
+	}
+	if s.poll != nil && s.poll.add(c, sess, early) == nil {
+		return // the poller owns the connection now; this goroutine ends
+	}
+	if len(early) > 0 {
+		c.r = io.MultiReader(bytes.NewReader(early), conn)
 	}
 	c.readLoop(sess, 2*s.hub.Config().Heartbeat)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -23,6 +24,9 @@ import (
 	"github.com/tetherpush/tether/hub"
 	"github.com/tetherpush/tether/token"
 )
+
+// ioMode runs the suite on either I/O layer: go test ./http -args -io=goroutine
+var ioMode = flag.String("io", "epoll", "WebSocket I/O layer under test: epoll or goroutine")
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
@@ -54,7 +58,7 @@ func MustOpenNode(tb testing.TB, dir string, edit func(*hub.Config, *tetherhttp.
 	}
 	reg := prometheus.NewRegistry()
 	hc := hub.Config{Node: "n1", Heartbeat: 5 * time.Second, AckTimeout: 5 * time.Second, Metrics: hub.NewMetrics(reg), Workers: 4}
-	sc := tetherhttp.Config{Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", TokenSecret: []byte(testSecret), APIKey: testAPIKey, Gatherer: reg}
+	sc := tetherhttp.Config{Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", TokenSecret: []byte(testSecret), APIKey: testAPIKey, Gatherer: reg, IO: *ioMode}
 	if edit != nil {
 		edit(&hc, &sc)
 	}

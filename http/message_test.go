@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tetherpush/tether/hub"
 	tetherhttp "github.com/tetherpush/tether/http"
+	"github.com/tetherpush/tether/hub"
 )
 
 func TestGroupMembershipFromTokenAndAPI(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,10 @@ type Config struct {
 	Logger            *slog.Logger
 	// Gatherer serves /metrics on the admin listener; nil: no /metrics.
 	Gatherer prometheus.Gatherer
+	// IO selects the WebSocket I/O layer: "epoll" (the default on Linux: no
+	// goroutine per idle connection) or "goroutine" (one reader goroutine
+	// per connection; always used for TLS and on other systems).
+	IO string
 }
 
 // Server serves one tether node's HTTP and WebSocket traffic.
@@ -56,6 +61,7 @@ type Server struct {
 	log    *slog.Logger
 	apiKey [32]byte
 
+	poll        *poller // nil: a reader goroutine per connection
 	api, admin  *http.Server
 	ln, adminLn net.Listener
 	serving     sync.WaitGroup // the two Serve loops
@@ -102,6 +108,14 @@ func (s *Server) Open() error {
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
 	s.ln = ln
+	if s.cfg.IO != "goroutine" && s.cfg.TLSCert == "" {
+		if s.poll, err = openPoller(max(2, runtime.GOMAXPROCS(0))); err != nil {
+			s.log.Warn("epoll unavailable; using a reader goroutine per connection", "err", err)
+			s.poll = nil
+		} else {
+			s.poll.start()
+		}
+	}
 	s.api = &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
@@ -231,6 +245,9 @@ func (s *Server) Close() error {
 			s.admin.Close()
 		}
 	})
+	if s.poll != nil {
+		s.poll.close()
+	}
 	s.conns.Wait()
 	s.serving.Wait()
 	return nil

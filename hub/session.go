@@ -351,7 +351,13 @@ func (s *Session) write(frames [][]byte) bool {
 	return true
 }
 
+// heartbeat closes a silent session with 4408 (nothing received for
+// 2 × heartbeat, whatever the I/O layer) and sends the periodic ping.
 func (s *Session) heartbeat(now time.Time) bool {
+	if now.Sub(time.Unix(0, s.lastSeen.Load())) >= 2*s.hub.cfg.Heartbeat {
+		s.Close(wire.CloseHeartbeat)
+		return false
+	}
 	s.mu.Lock()
 	due := !now.Before(s.nextPing)
 	if due {
@@ -376,6 +382,9 @@ func (s *Session) schedule() {
 		return
 	}
 	next := s.nextPing
+	if silent := time.Unix(0, s.lastSeen.Load()).Add(2 * s.hub.cfg.Heartbeat); silent.Before(next) {
+		next = silent
+	}
 	if s.retryAt.After(time.Now()) && s.retryAt.Before(next) {
 		next = s.retryAt
 	}

@@ -85,9 +85,13 @@ func openNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 		st.Close()
 		return nil, err
 	}
+	admin := cfg.AdminListen
+	if admin == "" {
+		admin = "-" // an empty --admin-listen turns the admin listener off
+	}
 	srv := tetherhttp.NewServer(h, tetherhttp.Config{
 		Listen:          cfg.Listen,
-		AdminListen:     cfg.AdminListen,
+		AdminListen:     admin,
 		TLSCert:         cfg.TLSCert,
 		TLSKey:          cfg.TLSKey,
 		AllowedOrigins:  cfg.AllowedOrigins,

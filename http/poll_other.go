@@ -1,0 +1,20 @@
+//go:build !linux
+
+package http
+
+import (
+	"errors"
+
+	"github.com/tetherpush/tether/hub"
+)
+
+// poller is only implemented on Linux; elsewhere every connection has a
+// reader goroutine.
+type poller struct{}
+
+func openPoller(int) (*poller, error) { return nil, errors.New("epoll is Linux only") }
+
+func (*poller) start()                                {}
+func (*poller) add(*conn, *hub.Session, []byte) error { return errors.New("no poller") }
+func (*poller) count() int                            { return 0 }
+func (*poller) close()                                {}
