@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -124,8 +125,21 @@ func (n *node) announce(cfg serveConfig, sec secret.Secrets) {
 		}
 		n.log.Info(verb+" token secret and API key", "token_secret_file", sec.TokenSecretPath, "api_key_file", sec.APIKeyPath)
 		n.log.Info("mint a device token with: tether token --data-dir " + cfg.DataDir + " --device pos-1 --group shop-1")
-		n.log.Info("publish with: tether publish --data-dir " + cfg.DataDir + " --url http://" + n.srv.Addr() + ` --target group:shop-1 --data '{"order":1}'`)
+		n.log.Info("publish with: tether publish --data-dir " + cfg.DataDir + " --url http://" + dialable(n.srv.Addr()) + ` --target group:shop-1 --data '{"order":1}'`)
 	}
+}
+
+// dialable turns a listen address into one a local client can dial: an
+// unspecified host ("[::]", "0.0.0.0") becomes 127.0.0.1.
+func dialable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // shutdown drains within timeout: new sessions refused and /readyz 503,
