@@ -73,6 +73,14 @@ func (o Options) withDefaults() Options {
 
 // Store is tether.Store on one bbolt file. Open it with Open; it is safe
 // for concurrent use.
+//
+// Every method is one transaction (writes share theirs with the other
+// writes of the same group commit) and honours ctx: it checks ctx before it
+// starts, waits for the write queue and the commit only while ctx lives,
+// and answers an error wrapping tether.ErrUnavailable and ctx's error once
+// ctx ends. After Close every method answers an error wrapping
+// tether.ErrClosed. Bad arguments are *tether.Error with EInvalid; anything
+// else (I/O, a corrupt record) is internal.
 type Store struct {
 	db       *bolt.DB
 	maxBatch int

@@ -76,44 +76,46 @@ func testClosed(t *testing.T, e *env) {
 }
 
 // testCloseWhileBusy: calls racing with Close either succeed or fail with
-// ErrClosed; none hangs.
+// ErrClosed; none hangs, and every caller meets the closed store.
 func testCloseWhileBusy(t *testing.T, e *env) {
 	e.join("d", "g")
 	id := e.publishTo(dev("d"), 1)[0]
 	calls := everyMethod(e, id)
-	var wg sync.WaitGroup
+	var (
+		wg   sync.WaitGroup
+		done atomic.Int64
+	)
 	errs := make(chan error, 64)
-	stop := make(chan struct{})
 	for w := 0; w < 4; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
 			for i := w; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
 				c := calls[i%len(calls)]
-				if err := c.fn(e.ctx); err != nil && !errors.Is(err, tether.ErrClosed) {
+				err := c.fn(e.ctx)
+				if errors.Is(err, tether.ErrClosed) {
+					return
+				}
+				if err != nil {
 					select {
 					case errs <- fmt.Errorf("%s while closing: %w", c.name, err):
 					default:
 					}
+					return
 				}
+				done.Add(1)
 			}
 		}(w)
 	}
-	time.Sleep(20 * time.Millisecond) // let the callers get busy
-	closeErr := within(t, 10*time.Second, "Close", e.s.Close)
-	time.Sleep(10 * time.Millisecond) // and meet the closed store
-	close(stop)
-	if err := within(t, 10*time.Second, "callers after Close", func() error { wg.Wait(); return nil }); err != nil {
-		t.Fatal(err)
+	for deadline := time.Now().Add(10 * time.Second); done.Load() < 16; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("callers made %d calls in 10s", done.Load())
+		}
 	}
-	if closeErr != nil {
-		t.Errorf("Close while busy: %v", closeErr)
+	if err := within(t, 10*time.Second, "Close", e.s.Close); err != nil {
+		t.Errorf("Close while busy: %v", err)
 	}
+	within(t, 10*time.Second, "callers after Close", func() error { wg.Wait(); return nil })
 	close(errs)
 	for err := range errs {
 		t.Errorf("want nil or ErrClosed: %v", err)
