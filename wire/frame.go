@@ -80,14 +80,15 @@ func (e *UnknownTypeError) Error() string {
 }
 
 // DecodeClient decodes one client frame strictly: one JSON object with a
-// known type and well-formed fields.
+// known type and well-formed fields. Whitespace around the object is the
+// JSON kind only (space, tab, CR, LF). Fields a frame type does not use are
+// ignored, so that a newer client may add some.
 func DecodeClient(b []byte) (ClientFrame, error) {
 	var raw struct {
 		Type *string         `json:"type"`
 		IDs  json.RawMessage `json:"ids"`
 	}
-	b = bytes.TrimSpace(b)
-	if len(b) == 0 || b[0] != '{' || !json.Valid(b) {
+	if !isObject(b) {
 		return ClientFrame{}, ErrNotObject
 	}
 	if err := json.Unmarshal(b, &raw); err != nil {
@@ -100,16 +101,80 @@ func DecodeClient(b []byte) (ClientFrame, error) {
 	case TypePing:
 		return ClientFrame{Type: TypePing}, nil
 	case TypeAck:
-		var ids []string
-		if err := json.Unmarshal(raw.IDs, &ids); err != nil || ids == nil {
-			return ClientFrame{}, fmt.Errorf("%w: ack needs \"ids\", an array of strings", ErrBadFrame)
-		}
-		if len(ids) > MaxAckIDs {
-			return ClientFrame{}, fmt.Errorf("%w: ack carries %d ids, at most %d allowed", ErrBadFrame, len(ids), MaxAckIDs)
+		ids, err := decodeIDs(raw.IDs)
+		if err != nil {
+			return ClientFrame{}, err
 		}
 		return ClientFrame{Type: TypeAck, IDs: ids}, nil
 	}
 	return ClientFrame{}, &UnknownTypeError{Type: *raw.Type}
+}
+
+// decodeIDs decodes the "ids" of an ack: an array of at most MaxAckIDs
+// strings. A null element is refused, not read as "".
+func decodeIDs(raw json.RawMessage) ([]string, error) {
+	var ids []ackID
+	if err := json.Unmarshal(raw, &ids); err != nil || ids == nil {
+		return nil, fmt.Errorf("%w: ack needs \"ids\", an array of strings", ErrBadFrame)
+	}
+	if len(ids) > MaxAckIDs {
+		return nil, fmt.Errorf("%w: ack carries %d ids, at most %d allowed", ErrBadFrame, len(ids), MaxAckIDs)
+	}
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = string(id)
+	}
+	return out, nil
+}
+
+// ackID is one id of an ack frame: a JSON string and nothing else
+// (encoding/json would leave a string untouched for null).
+type ackID string
+
+func (id *ackID) UnmarshalJSON(b []byte) error {
+	if len(b) == 0 || b[0] != '"' {
+		return errors.New("ack id is not a string")
+	}
+	return json.Unmarshal(b, (*string)(id))
+}
+
+// isObject reports whether b is one valid JSON value, an object, with
+// nothing but JSON whitespace around it.
+func isObject(b []byte) bool {
+	v := bytes.TrimLeft(b, " \t\r\n")
+	return len(v) > 0 && v[0] == '{' && json.Valid(b)
+}
+
+// DecodeServer decodes one server frame strictly: one JSON object with a
+// non-empty string "type" and fields of the right JSON types. It returns
+// ErrNotObject for anything but a JSON object and wraps ErrBadFrame for a
+// missing type or a mistyped field. A type this package does not know is
+// not an error: a newer server may send frames an older client skips.
+func DecodeServer(b []byte) (ServerFrame, error) {
+	var f ServerFrame
+	if !isObject(b) {
+		return ServerFrame{}, ErrNotObject
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
+		return ServerFrame{}, fmt.Errorf("%w: %v", ErrBadFrame, err)
+	}
+	if f.Type == "" {
+		return ServerFrame{}, fmt.Errorf("%w: missing \"type\"", ErrBadFrame)
+	}
+	return f, nil
+}
+
+// Welcome returns the welcome fields of f. It does not check f.Type.
+func (f ServerFrame) Welcome() Welcome {
+	return Welcome{
+		Type:         f.Type,
+		Device:       f.Device,
+		Groups:       f.Groups,
+		Node:         f.Node,
+		HeartbeatMS:  f.HeartbeatMS,
+		AckTimeoutMS: f.AckTimeoutMS,
+		MaxInflight:  f.MaxInflight,
+	}
 }
 
 // AppendMessage appends a message frame to dst. id and target must be

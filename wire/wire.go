@@ -67,6 +67,21 @@ func Retryable(code int) bool {
 	return true
 }
 
+// RetryableStatus reports whether a client should dial again after the
+// gateway answered the WebSocket handshake with HTTP status instead of 101:
+// 401 (token missing, invalid or expired) and 403 (origin refused) are
+// final; 429, 503 (node at --max-connections or draining), the other 5xx and
+// every other status are worth retrying, after Retry-After when there is
+// one. A device gives up only on what a retry cannot change: a proxy's
+// passing 404 or 502 during a deploy must not stop it for good.
+func RetryableStatus(status int) bool {
+	switch status {
+	case 401, 403:
+		return false
+	}
+	return true
+}
+
 // Frame types.
 const (
 	TypeWelcome = "welcome"
