@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // Source addresses. A TCP connection is named by its four-tuple, so one
@@ -47,4 +48,13 @@ func SourceCount(conns, perAddr int) int {
 		return 0
 	}
 	return (conns + perAddr - 1) / perAddr
+}
+
+// isLoopbackHost reports whether host is "localhost" or a loopback IP.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
 }

@@ -216,3 +216,19 @@ func TestOriginAndLimits(t *testing.T) {
 		t.Fatalf("over --max-connections: status %d, want 503", code)
 	}
 }
+
+func TestFrameFloodClosed4429(t *testing.T) {
+	n := MustOpenNode(t, "", nil)
+	other := n.Dial(t, MustToken(t, "bystander"))
+	other.MustNext("welcome")
+	d := n.Dial(t, MustToken(t, "flooder"))
+	d.MustNext("welcome")
+	for i := 0; i < 2*hub.DefaultMaxFrameRate+50; i++ {
+		if err := ws.WriteFrame(d.Conn, ws.MaskFrame(ws.NewTextFrame([]byte(`{"type":"ack","ids":["unknown"]}`)))); err != nil {
+			break // the server may already have closed
+		}
+	}
+	d.MustClose(4429, 3*time.Second)
+	other.Send(`{"type":"ping"}`)
+	other.MustNext("pong")
+}

@@ -150,10 +150,15 @@ func (s *Session) rateLimit(now time.Time) int {
 	return 0
 }
 
+// ack takes ids off the window and queues them for the store. An ack that
+// completes an in-flight delivery was earned by the server's own send, so it
+// does not count against the frame rate; floods of acks of unknown ids do.
 func (s *Session) ack(ids []string) {
 	s.mu.Lock()
+	earned := false
 	for _, id := range ids {
 		if _, ok := s.inflight[id]; ok {
+			earned = true
 			delete(s.inflight, id)
 			if s.unflushed == nil {
 				s.unflushed = make(map[string]struct{})
@@ -164,6 +169,9 @@ func (s *Session) ack(ids []string) {
 			continue // an ack flood of unknown ids: drop the excess
 		}
 		s.acks = append(s.acks, id)
+	}
+	if earned && s.rateCount > 0 {
+		s.rateCount--
 	}
 	s.mu.Unlock()
 	s.wake()

@@ -213,8 +213,12 @@ var Pong = []byte(`{"type":"pong"}`)
 // Ping is a client's application ping.
 var Ping = []byte(`{"type":"ping"}`)
 
-// EncodeAck returns an ack frame for ids.
+// EncodeAck returns an ack frame for ids; nil ids encode as [], never as
+// null, which DecodeClient refuses.
 func EncodeAck(ids []string) []byte {
+	if ids == nil {
+		ids = []string{}
+	}
 	return mustJSON(Ack{Type: TypeAck, IDs: ids})
 }
 
