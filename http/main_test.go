@@ -37,12 +37,13 @@ const (
 
 // Node is one in-process tether node on a real embedded store and :0 ports.
 type Node struct {
-	Hub    *hub.Hub
-	Server *tetherhttp.Server
-	Store  *bolt.Store
-	URL    string // http://127.0.0.1:port
-	WSURL  string
-	Dir    string
+	Metrics *hub.Metrics
+	Hub     *hub.Hub
+	Server  *tetherhttp.Server
+	Store   *bolt.Store
+	URL     string // http://127.0.0.1:port
+	WSURL   string
+	Dir     string
 }
 
 // MustOpenNode starts a node; edit configures it. The node is closed when
@@ -70,7 +71,7 @@ func MustOpenNode(tb testing.TB, dir string, edit func(*hub.Config, *tetherhttp.
 	if err := srv.Open(); err != nil {
 		tb.Fatalf("open server: %v", err)
 	}
-	n := &Node{Hub: h, Server: srv, Store: st, URL: "http://" + srv.Addr(), WSURL: "ws://" + srv.Addr(), Dir: dir}
+	n := &Node{Metrics: hc.Metrics, Hub: h, Server: srv, Store: st, URL: "http://" + srv.Addr(), WSURL: "ws://" + srv.Addr(), Dir: dir}
 	tb.Cleanup(n.Close)
 	return n
 }
