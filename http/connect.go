@@ -47,7 +47,8 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	}()
 	// The token's groups are members before the welcome (SPEC section 5).
 	// r.Context() ends if the client goes away while the store answers.
-	if err := s.hub.Join(r.Context(), claims.Device, claims.Groups); err != nil {
+	sid, err := s.hub.Admit(r.Context(), claims.Device, claims.Groups)
+	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
@@ -56,6 +57,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	conn, rw, _, err := up.Upgrade(r, w)
 	if err != nil {
+		s.hub.Forget(claims.Device, sid)
 		return // the upgrader has answered 400 with the reason
 	}
 	upgraded = true
@@ -63,7 +65,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	c := newConn(conn, s.cfg.MaxMessageBytes)
 	c.onFinish = func() { s.active.Add(-1); s.conns.Done() }
 	early := buffered(rw.Reader)
-	sess, err := s.hub.Attach(claims.Device, claims.Groups, claims.ExpiresAt, c)
+	sess, err := s.hub.Attach(sid, claims.Device, claims.Groups, claims.ExpiresAt, c)
 	if err != nil {
 		if errors.Is(err, hub.ErrDraining) {
 			c.Close(wire.CloseGoingAway)

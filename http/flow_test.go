@@ -7,8 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/tetherpush/tether/hub"
 	tetherhttp "github.com/tetherpush/tether/http"
+	"github.com/tetherpush/tether/hub"
 	"github.com/tetherpush/tether/token"
 )
 

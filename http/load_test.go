@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tetherpush/tether/hub"
 	tetherhttp "github.com/tetherpush/tether/http"
+	"github.com/tetherpush/tether/hub"
 )
 
 // TestConcurrentPublishersLoseNothing publishes from several goroutines at

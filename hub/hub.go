@@ -58,6 +58,9 @@ type Config struct {
 	MaxFrameRate int
 	Logger       *slog.Logger
 	Metrics      *Metrics // default: unregistered metrics
+	// Fleet shares presence and events with the other nodes; nil for a
+	// single node.
+	Fleet tether.Fleet
 }
 
 func (c *Config) setDefaults() {
@@ -100,6 +103,7 @@ type Hub struct {
 	m     *Metrics
 	queue runQueue
 	sched scheduler
+	fleet *fleet // nil for a single node
 	ids   ids
 
 	ctx    context.Context
@@ -123,6 +127,9 @@ func New(st tether.Store, cfg Config) *Hub {
 		sessions: make(map[string]*Session),
 	}
 	h.store = &store{s: st, timeout: cfg.StoreTimeout, m: cfg.Metrics}
+	if cfg.Fleet != nil {
+		h.fleet = &fleet{f: cfg.Fleet, hub: h, node: cfg.Node}
+	}
 	h.queue.init()
 	h.sched.init()
 	return h
@@ -136,6 +143,7 @@ func (h *Hub) Open() error {
 	}
 	h.goLabeled("hub-timer", h.sched.run)
 	h.goLabeled("hub-sweeper", h.sweeper)
+	h.goFleet()
 	return nil
 }
 
@@ -245,34 +253,73 @@ func (h *Hub) Publish(ctx context.Context, msgs []*tether.Message) ([]tether.Pub
 	if err != nil {
 		return nil, err
 	}
+	var remote []string
 	for _, r := range res {
 		if r.Duplicate {
 			continue
 		}
 		h.m.Published.Inc()
-		h.notify(r.Devices)
+		remote = append(remote, h.notify(r.Devices)...)
 	}
+	h.wakeRemote(ctx, remote)
 	return res, nil
 }
 
-// notify wakes the sessions of devices connected here.
-func (h *Hub) notify(devices []string) {
+// notify wakes the sessions of devices connected here and returns the
+// devices that are not.
+func (h *Hub) notify(devices []string) (elsewhere []string) {
 	h.mu.Lock()
 	wake := make([]*Session, 0, len(devices))
 	for _, d := range devices {
 		if s := h.sessions[d]; s != nil {
 			wake = append(wake, s)
+		} else if h.fleet != nil {
+			elsewhere = append(elsewhere, d)
 		}
 	}
 	h.mu.Unlock()
 	for _, s := range wake {
 		s.notify()
 	}
+	return elsewhere
 }
 
-// Join records a device's token groups before its session starts.
-func (h *Hub) Join(ctx context.Context, device string, groups []string) error {
-	return h.store.Join(ctx, device, groups)
+// Admit prepares a session of device before the upgrade: it records the
+// token's groups as memberships and, in a fleet, the new presence, sending a
+// takeover to the node that held the device. It returns the session id for
+// Attach; when the session does not start, call Forget.
+func (h *Hub) Admit(ctx context.Context, device string, groups []string) (string, error) {
+	if err := h.store.Join(ctx, device, groups); err != nil {
+		return "", err
+	}
+	now := time.Now()
+	id := h.ids.next(now)
+	if h.fleet == nil {
+		return id, nil
+	}
+	o := tether.Online{Device: device, Node: h.cfg.Node, Session: id, ConnectedAt: now, LastSeen: now}
+	var prev []tether.Online
+	err := h.fleetDo(ctx, "connected", func(ctx context.Context) (err error) {
+		prev, err = h.fleet.f.Connected(ctx, []tether.Online{o})
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	if p := prev[0]; p.Node != "" && p.Node != h.cfg.Node {
+		ev := tether.Event{Node: p.Node, Kind: tether.EventTakeover, Device: device, Session: id}
+		if err := h.fleetDo(ctx, "send", func(ctx context.Context) error { return h.fleet.f.Send(ctx, []tether.Event{ev}) }); err != nil {
+			h.log.Warn("takeover event not sent; the old session ends at its next heartbeat check", "device", device, "node", p.Node, "err", err)
+		}
+	}
+	return id, nil
+}
+
+// Forget undoes Admit for a session that did not start.
+func (h *Hub) Forget(device, id string) {
+	if h.fleet != nil {
+		h.fleet.left(tether.Online{Device: device, Node: h.cfg.Node, Session: id, LastSeen: time.Now()})
+	}
 }
 
 // AddMember adds device to group (PUT /v1/groups/{g}/devices/{d}).
@@ -297,6 +344,17 @@ func (h *Hub) Device(ctx context.Context, id string) (tether.DeviceInfo, error) 
 		return info, err
 	}
 	info.Presence = h.presence(id)
+	if h.fleet != nil && !info.Online {
+		var os []tether.Online
+		if err := h.fleetDo(ctx, "lookup", func(ctx context.Context) (err error) {
+			os, err = h.fleet.f.Lookup(ctx, []string{id})
+			return err
+		}); err != nil {
+			return info, err
+		}
+		o := os[0]
+		info.Presence = tether.Presence{Online: o.Node != "", Node: o.Node, ConnectedAt: o.ConnectedAt, LastSeen: o.LastSeen}
+	}
 	return info, nil
 }
 
@@ -305,6 +363,23 @@ func (h *Hub) Group(ctx context.Context, id string) (tether.GroupInfo, error) {
 	info, err := h.store.Group(ctx, id)
 	if err != nil {
 		return info, err
+	}
+	if h.fleet != nil && len(info.Devices) > 0 {
+		ids := make([]string, len(info.Devices))
+		for i, d := range info.Devices {
+			ids[i] = d.ID
+		}
+		var os []tether.Online
+		if err := h.fleetDo(ctx, "lookup", func(ctx context.Context) (err error) {
+			os, err = h.fleet.f.Lookup(ctx, ids)
+			return err
+		}); err != nil {
+			return info, err
+		}
+		for i := range info.Devices {
+			info.Devices[i].Online = os[i].Node != ""
+		}
+		return info, nil
 	}
 	h.mu.Lock()
 	for i := range info.Devices {

@@ -34,6 +34,7 @@ const maxPendingAcks = 8 * wire.MaxAckIDs
 // runs on the hub's workers in run.
 type Session struct {
 	hub         *Hub
+	id          string // from Admit
 	conn        Conn
 	device      string
 	groups      []string
@@ -69,11 +70,11 @@ type flight struct {
 
 // Attach starts a session for device on conn, replacing (4409) any session
 // of the same device on this node, and writes the welcome frame. The caller
-// has already recorded the token's groups with Join.
-func (h *Hub) Attach(device string, groups []string, tokenExp time.Time, conn Conn) (*Session, error) {
+// has admitted the session with Admit, which returned id.
+func (h *Hub) Attach(id, device string, groups []string, tokenExp time.Time, conn Conn) (*Session, error) {
 	now := time.Now()
 	s := &Session{
-		hub: h, conn: conn, device: device, groups: groups,
+		hub: h, id: id, conn: conn, device: device, groups: groups,
 		connectedAt: now, tokenExp: tokenExp, heapIdx: -1,
 		fetch: true, nextPing: now.Add(h.cfg.Heartbeat),
 	}
@@ -81,6 +82,7 @@ func (h *Hub) Attach(device string, groups []string, tokenExp time.Time, conn Co
 	h.mu.Lock()
 	if h.draining {
 		h.mu.Unlock()
+		h.Forget(device, id)
 		return nil, ErrDraining
 	}
 	old := h.sessions[device]
@@ -214,6 +216,7 @@ func (s *Session) Close(code int) {
 	h.m.Connections.Set(float64(len(h.sessions)))
 	h.mu.Unlock()
 	h.sched.set(s, time.Time{})
+	h.Forget(s.device, s.id)
 	if code != 0 {
 		h.m.Closes.WithLabelValues(codeLabel(code)).Inc()
 	}
