@@ -114,12 +114,15 @@ func (p *poller) wait(ctx context.Context) {
 	events := make([]unix.EpollEvent, 256)
 	for ctx.Err() == nil {
 		n, err := unix.EpollWait(p.epfd, events, 100)
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			return
+		if err != nil {
+			if !errors.Is(err, unix.EINTR) {
+				return
+			}
+			n = 0 // interrupted by a signal: still sweep the grace periods
 		}
 		p.mu.Lock()
 		ready := make([]*pconn, 0, n)
-		for _, ev := range events[:max(n, 0)] {
+		for _, ev := range events[:n] {
 			if pc := p.conns[int(ev.Fd)]; pc != nil {
 				ready = append(ready, pc)
 			}

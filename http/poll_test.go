@@ -2,7 +2,9 @@ package http_test
 
 import (
 	"fmt"
+	"os"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -49,4 +51,23 @@ func TestPeerCloseClosesSocketPromptly(t *testing.T) {
 	d.Conn.Close()
 	eventually(t, time.Second, "session gone after the peer's FIN", func() bool { return n.Hub.Connections() == 0 })
 	t.Logf("session ended %v after the peer closed", time.Since(start))
+}
+
+// TestPollerSurvivesSignals: epoll_wait interrupted by signals (the Go
+// runtime's own SIGURG preemption does this all the time) must not disturb
+// the poller.
+func TestPollerSurvivesSignals(t *testing.T) {
+	n := MustOpenNode(t, "", nil)
+	d := n.Dial(t, MustToken(t, "pos-1"))
+	d.MustNext("welcome")
+	for i := 0; i < 200; i++ {
+		if err := syscall.Kill(os.Getpid(), syscall.SIGURG); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	id := n.Publish(t, "device:pos-1", "after signals")
+	if m := d.MustNext("message"); m.ID != id {
+		t.Fatalf("got %+v", m)
+	}
 }

@@ -51,15 +51,6 @@ func TestRunUnknownCommand(t *testing.T) {
 	}
 }
 
-func TestRunNotImplemented(t *testing.T) {
-	for _, cmd := range []string{"doctor", "check", "bench"} {
-		r := runTether(t, nil, "", cmd)
-		if r.code != 2 || !strings.Contains(r.stderr, "not implemented yet") {
-			t.Errorf("%s: code %d, stderr %q; want 2, not implemented yet", cmd, r.code, r.stderr)
-		}
-	}
-}
-
 // TestRunHelpEveryCommand checks that --help works on every command and
 // that `tether help CMD` is the same.
 func TestRunHelpEveryCommand(t *testing.T) {
