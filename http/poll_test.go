@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -60,11 +61,18 @@ func TestPollerSurvivesSignals(t *testing.T) {
 	n := MustOpenNode(t, "", nil)
 	d := n.Dial(t, MustToken(t, "pos-1"))
 	d.MustNext("welcome")
-	for i := 0; i < 200; i++ {
-		if err := syscall.Kill(os.Getpid(), syscall.SIGURG); err != nil {
-			t.Fatal(err)
+	// Signal every thread, so that the one blocked in epoll_wait is hit.
+	pid := os.Getpid()
+	for i := 0; i < 50; i++ {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Skip("no /proc/self/task")
 		}
-		time.Sleep(time.Millisecond)
+		for _, task := range tasks {
+			tid, _ := strconv.Atoi(task.Name())
+			_ = syscall.Tgkill(pid, tid, syscall.SIGURG)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 	id := n.Publish(t, "device:pos-1", "after signals")
 	if m := d.MustNext("message"); m.ID != id {
