@@ -109,6 +109,8 @@ func TestDecodeClientRejected(t *testing.T) {
 		{"ack, ids an object", `{"type":"ack","ids":{"0":"a"}}`, badFrame},
 		{"ack, number id", `{"type":"ack","ids":["a",1]}`, badFrame},
 		{"ack, null id", `{"type":"ack","ids":["a",null]}`, badFrame},
+		{"ack, only a null id", `{"type":"ack","ids":[null]}`, badFrame},
+		{"ack, empty and null id", `{"type":"ack","ids":["", null ]}`, badFrame},
 		{"ack, bool id", `{"type":"ack","ids":[true]}`, badFrame},
 		{"ack, array id", `{"type":"ack","ids":[["a"]]}`, badFrame},
 		{"ack, object id", `{"type":"ack","ids":[{"id":"a"}]}`, badFrame},
@@ -373,5 +375,16 @@ func TestDecodeServerRejected(t *testing.T) {
 				t.Errorf("DecodeServer(%.80q) = %+v with an error, want the zero frame", tc.in, got)
 			}
 		})
+	}
+}
+
+func BenchmarkDecodeClientAck(b *testing.B) {
+	_, list := ids(100)
+	frame := wire.EncodeAck(list)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := wire.DecodeClient(frame); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
