@@ -48,6 +48,9 @@ type Config struct {
 	Logger            *slog.Logger
 	// Gatherer serves /metrics on the admin listener; nil: no /metrics.
 	Gatherer prometheus.Gatherer
+	// Dashboard builds the admin listener's "/" handler (package dashboard)
+	// once the API listener is bound at apiAddr; nil: a plain index page.
+	Dashboard func(apiAddr string) http.Handler
 	// IO selects the WebSocket I/O layer: "epoll" (the default on Linux: no
 	// goroutine per idle connection) or "goroutine" (one reader goroutine
 	// per connection; always used for TLS and on other systems).

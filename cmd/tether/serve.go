@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/tetherpush/tether"
 	"github.com/tetherpush/tether/bolt"
+	"github.com/tetherpush/tether/dashboard"
 	tetherhttp "github.com/tetherpush/tether/http"
 	"github.com/tetherpush/tether/hub"
 	"github.com/tetherpush/tether/internal/secret"
@@ -103,6 +105,10 @@ func openNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 		APIKey:          sec.APIKey,
 		Logger:          log.With("component", "http"),
 		Gatherer:        reg,
+		Dashboard: func(apiAddr string) http.Handler {
+			return dashboard.New(dashboard.Config{Node: cfg.NodeID, Gatherer: reg, Online: h.OnlineDevices,
+				TokenSecret: []byte(sec.TokenSecret), PublicAddr: apiAddr, PublicTLS: cfg.TLSCert != ""})
+		},
 	})
 	if err := srv.Open(); err != nil {
 		h.Close()
