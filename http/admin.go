@@ -19,6 +19,7 @@ func (s *Server) adminRoutes() http.Handler {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /debug/doctor", s.handleDoctor)
 	if s.cfg.Dashboard != nil {
 		mux.Handle("/", s.cfg.Dashboard(s.Addr()))
 	} else {

@@ -59,7 +59,7 @@ func MustOpenNode(tb testing.TB, dir string, edit func(*hub.Config, *tetherhttp.
 	}
 	reg := prometheus.NewRegistry()
 	hc := hub.Config{Node: "n1", Heartbeat: 5 * time.Second, AckTimeout: 5 * time.Second, Metrics: hub.NewMetrics(reg), Workers: 4}
-	sc := tetherhttp.Config{Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", TokenSecret: []byte(testSecret), APIKey: testAPIKey, Gatherer: reg, IO: *ioMode}
+	sc := tetherhttp.Config{Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", TokenSecret: []byte(testSecret), APIKey: testAPIKey, Gatherer: reg, Registerer: reg, IO: *ioMode}
 	if edit != nil {
 		edit(&hc, &sc)
 	}

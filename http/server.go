@@ -48,6 +48,9 @@ type Config struct {
 	Logger            *slog.Logger
 	// Gatherer serves /metrics on the admin listener; nil: no /metrics.
 	Gatherer prometheus.Gatherer
+	// Registerer, when set, gets the server's own collectors
+	// (tether_tcp_sockets{state}).
+	Registerer prometheus.Registerer
 	// Dashboard builds the admin listener's "/" handler (package dashboard)
 	// once the API listener is bound at apiAddr; nil: a plain index page.
 	Dashboard func(apiAddr string) http.Handler
@@ -111,6 +114,12 @@ func (s *Server) Open() error {
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
 	s.ln = ln
+	if s.cfg.Registerer != nil {
+		if err := s.cfg.Registerer.Register(newSocketCollector(s.listenPort)); err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	if s.cfg.IO != "goroutine" && s.cfg.TLSCert == "" {
 		if s.poll, err = openPoller(max(2, runtime.GOMAXPROCS(0))); err != nil {
 			s.log.Warn("epoll unavailable; using a reader goroutine per connection", "err", err)

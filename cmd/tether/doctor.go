@@ -23,13 +23,17 @@ const defaultDoctorTimeout = 30 * time.Second
 const doctorUsage = `Usage:
   tether doctor goroutines FILE_OR_URL [--json] [--top N] [--timeout D]
   tether doctor sockets --port P [--json]
-  tether doctor --admin URL   (not implemented yet)
+  tether doctor --admin URL [--json] [--timeout D]
 
 goroutines  analyse a goroutine dump of any Go program: where its goroutines
             wait, grouped by stack, and whether they wait for each other (a
             pool deadlock). FILE_OR_URL is a file, - for stdin, or a URL such
             as http://127.0.0.1:8081/debug/pprof/goroutine?debug=2. Reads the
             debug=1 and debug=2 forms and what a panic or SIGQUIT prints.
+--admin     one report on a running tether node, read from its admin
+            listener (URL like http://127.0.0.1:8081): verdict, goroutines
+            and where they wait, sockets of the listen port by state, store
+            calls and errors. Exits 1 when the verdict is critical.
 sockets     count the local TCP sockets whose local or remote port is P by
             state, with their receive- and send-queue bytes, like ss -tan.
             A pile of CLOSE_WAIT means the program on P does not close the
@@ -51,10 +55,7 @@ func doctorMain(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	case sub == "sockets":
 		return doctorSocketsMain(args[1:], stdout, stderr, getenv)
 	case sub == "--admin" || sub == "-admin" || strings.HasPrefix(sub, "--admin=") || strings.HasPrefix(sub, "-admin="):
-		fmt.Fprintf(stderr, "tether doctor --admin: not implemented yet; it comes with the admin listener.\n"+
-			"Meanwhile run 'tether doctor goroutines http://HOST:8081/debug/pprof/goroutine?debug=2'\n"+
-			"and 'tether doctor sockets --port P' on the node's host.\n")
-		return exitUsage
+		return doctorAdminMain(ctx, args, stdout, stderr)
 	case sub == "--help" || sub == "-help" || sub == "-h" || sub == "help":
 		fmt.Fprint(stdout, doctorUsage)
 		return exitOK

@@ -105,6 +105,7 @@ func openNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 		APIKey:          sec.APIKey,
 		Logger:          log.With("component", "http"),
 		Gatherer:        reg,
+		Registerer:      reg,
 		Dashboard: func(apiAddr string) http.Handler {
 			return dashboard.New(dashboard.Config{Node: cfg.NodeID, Gatherer: reg, Online: h.OnlineDevices,
 				TokenSecret: []byte(sec.TokenSecret), PublicAddr: apiAddr, PublicTLS: cfg.TLSCert != ""})

@@ -274,3 +274,44 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestDoctorAdmin runs `tether doctor --admin` against a real node process:
+// a healthy node, its sockets by state, and tether_tcp_sockets in /metrics.
+func TestDoctorAdmin(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := ln.Addr().String()
+	ln.Close()
+	c := startChild(t, t.TempDir(), "--admin-listen", admin)
+	d := dialDevice(t, c.addr, "pos-1")
+	d.next(5 * time.Second) // welcome
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"doctor", "--admin", "http://" + admin}, nil, &out, &errOut, func(string) string { return "" })
+	if code != 0 || !strings.Contains(out.String(), "Verdict: OK — healthy") || !strings.Contains(out.String(), "ESTABLISHED") {
+		t.Fatalf("doctor --admin: exit %d\n%s\n%s", code, out.String(), errOut.String())
+	}
+	if !strings.Contains(out.String(), "connections: 1") {
+		t.Fatalf("report does not count the connection:\n%s", out.String())
+	}
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), `tether_tcp_sockets{state="ESTABLISHED"} 1`) {
+		t.Fatalf("/metrics lacks tether_tcp_sockets for the one connection:\n%s", grepLines(string(body), "tether_tcp"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
