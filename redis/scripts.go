@@ -1,0 +1,156 @@
+package redis
+
+import (
+	"context"
+	"crypto/sha1"
+	_ "embed"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/redis/rueidis"
+)
+
+// The Lua scripts, one file each in lua/; each file's header says its keys,
+// arguments and answer. Every script touches the keys of one hash tag
+// only, given in KEYS.
+var (
+	//go:embed lua/deliver.lua
+	deliverLua string
+	//go:embed lua/pending.lua
+	pendingLua string
+	//go:embed lua/sent.lua
+	sentLua string
+	//go:embed lua/settle.lua
+	settleLua string
+	//go:embed lua/purge.lua
+	purgeLua string
+	//go:embed lua/intent.lua
+	intentLua string
+	//go:embed lua/scan.lua
+	scanLua string
+	//go:embed lua/finish.lua
+	finishLua string
+	//go:embed lua/unidem.lua
+	unidemLua string
+)
+
+var (
+	scriptDeliver = newScript(deliverLua, false)
+	scriptPending = newScript(pendingLua, true)
+	scriptSent    = newScript(sentLua, false)
+	scriptSettle  = newScript(settleLua, false)
+	scriptPurge   = newScript(purgeLua, false)
+	scriptIntent  = newScript(intentLua, false)
+	scriptScan    = newScript(scanLua, true)
+	scriptFinish  = newScript(finishLua, false)
+	scriptUnidem  = newScript(unidemLua, false)
+)
+
+// scripts are all the scripts, loaded on every node by Open.
+var scripts = []*script{
+	scriptDeliver, scriptPending, scriptSent, scriptSettle, scriptPurge,
+	scriptIntent, scriptScan, scriptFinish, scriptUnidem,
+}
+
+// loadScripts loads every script on every node the client knows (one
+// pipeline per node, one node after the other), so that the first calls
+// find them cached. A node that restarts or fails over later forgets them:
+// roundTrip then sends them again.
+func (s *Store) loadScripts(ctx context.Context) error {
+	for addr, n := range s.c.Nodes() {
+		cmds := make(rueidis.Commands, len(scripts))
+		for i, sc := range scripts {
+			cmds[i] = n.B().ScriptLoad().Script(sc.src).Build()
+		}
+		for _, r := range n.DoMulti(ctx, cmds...) {
+			if err := r.Error(); err != nil {
+				return fmt.Errorf("%s: %w", addr, s.wrap(ctx, "open", err))
+			}
+		}
+	}
+	return nil
+}
+
+// script is a Lua script, sent as EVALSHA (EVALSHA_RO when it only
+// reads).
+type script struct {
+	src, sha string
+	readOnly bool
+}
+
+func newScript(src string, readOnly bool) *script {
+	sum := sha1.Sum([]byte(src))
+	return &script{src: src, sha: hex.EncodeToString(sum[:]), readOnly: readOnly}
+}
+
+// call is one command of a round trip: a script with its keys and
+// arguments, or a plain command.
+type call struct {
+	sc         *script
+	keys, args []string
+	plain      func(b rueidis.Builder) rueidis.Completed
+}
+
+func scriptCall(sc *script, keys []string, args ...string) call {
+	return call{sc: sc, keys: keys, args: args}
+}
+
+func plainCall(build func(b rueidis.Builder) rueidis.Completed) call {
+	return call{plain: build}
+}
+
+// build returns the command; eval asks for EVAL with the source instead
+// of EVALSHA.
+func (c call) build(b rueidis.Builder, eval bool) rueidis.Completed {
+	switch {
+	case c.plain != nil:
+		return c.plain(b)
+	case eval && c.sc.readOnly:
+		return b.EvalRo().Script(c.sc.src).Numkeys(int64(len(c.keys))).Key(c.keys...).Arg(c.args...).Build()
+	case eval:
+		return b.Eval().Script(c.sc.src).Numkeys(int64(len(c.keys))).Key(c.keys...).Arg(c.args...).Build()
+	case c.sc.readOnly:
+		return b.EvalshaRo().Sha1(c.sc.sha).Numkeys(int64(len(c.keys))).Key(c.keys...).Arg(c.args...).Build()
+	}
+	return b.Evalsha().Sha1(c.sc.sha).Numkeys(int64(len(c.keys))).Key(c.keys...).Arg(c.args...).Build()
+}
+
+// roundTrip sends calls as one pipeline and returns their results in
+// order. On a cluster rueidis sends each shard its part at once, on the
+// connections it multiplexes; the calls of one shard run in order, the
+// shards independently. A script the server does not have cached (after a
+// restart or failover: NOSCRIPT, nothing ran) is sent again as EVAL in a
+// second pipeline. The first failure of any call fails the round trip; a
+// nil reply is not a failure.
+func (s *Store) roundTrip(ctx context.Context, op string, calls []call) ([]rueidis.RedisResult, error) {
+	if len(calls) == 0 {
+		return nil, nil
+	}
+	b := s.c.B()
+	cmds := make(rueidis.Commands, len(calls))
+	for i, c := range calls {
+		cmds[i] = c.build(b, false)
+	}
+	res := s.c.DoMulti(ctx, cmds...)
+	var again []int
+	for i, r := range res {
+		if re, ok := rueidis.IsRedisErr(r.Error()); ok && re.IsNoScript() && calls[i].sc != nil {
+			again = append(again, i)
+		}
+	}
+	if len(again) > 0 {
+		cmds = cmds[:0]
+		for _, i := range again {
+			cmds = append(cmds, calls[i].build(b, true))
+		}
+		for j, r := range s.c.DoMulti(ctx, cmds...) {
+			res[again[j]] = r
+		}
+	}
+	for _, r := range res {
+		if err := r.Error(); err != nil && !rueidis.IsRedisNil(err) {
+			return nil, s.wrap(ctx, op, err)
+		}
+	}
+	return res, nil
+}

@@ -1,0 +1,106 @@
+package redis_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tetherpush/tether"
+	"github.com/tetherpush/tether/internal/redistest"
+	"github.com/tetherpush/tether/redis"
+)
+
+// TestOpenOptions: options that cannot work are EInvalid, before any
+// connection.
+func TestOpenOptions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, opts := range []redis.Options{
+		{},
+		{URL: "redis://127.0.0.1:1/0", Prefix: "a{b}"},
+		{URL: "http://[::1", Prefix: "p"},
+		{URL: "redis://127.0.0.1:1/3", Cluster: true},
+	} {
+		s, err := redis.Open(ctx, opts)
+		if err == nil {
+			s.Close()
+		}
+		if tether.ErrorCode(err) != tether.EInvalid {
+			t.Errorf("Open(%+v): %v, want an EInvalid error", opts, err)
+		}
+	}
+}
+
+// TestOpenRefusesOtherLayout: keys written with another layout version
+// are not read.
+func TestOpenRefusesOtherLayout(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.MustDo("SET", "old:layout", "0")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := redis.Open(ctx, redis.Options{URL: srv.URL(), Prefix: "old"})
+	if err == nil {
+		s.Close()
+		t.Fatal("Open over keys of layout version 0 succeeded")
+	}
+}
+
+// TestScriptsForgotten: after the server forgets its scripts (a restart,
+// a failover, SCRIPT FLUSH) every method still works.
+func TestScriptsForgotten(t *testing.T) {
+	srv := redistest.Start(t)
+	s := MustOpen(t, redis.Options{URL: srv.URL(), Prefix: newPrefix()})
+	id := mustSetUp(t, s)
+	srv.MustDo("SCRIPT", "FLUSH")
+	for name, fn := range storeCalls(s, id) {
+		if err := timedCall(t, name, 5*time.Second, fn); err != nil {
+			t.Errorf("%s after SCRIPT FLUSH: %v", name, err)
+		}
+	}
+}
+
+// TestExpiryToTheNanosecond: Pending and Expire compare expiry times
+// exactly, also below the millisecond and before 1970.
+func TestExpiryToTheNanosecond(t *testing.T) {
+	srv := redistest.Start(t)
+	s := MustOpen(t, redis.Options{URL: srv.URL(), Prefix: newPrefix()})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, exp := range []time.Time{
+		time.Date(2026, 11, 24, 10, 0, 0, 123_456_789, time.UTC),
+		time.Date(1969, 12, 31, 23, 59, 59, 999_999_999, time.UTC),
+	} {
+		device := "pos-" + exp.Format("2006")
+		m := &tether.Message{ID: "01JT" + exp.Format("2006"), Target: tether.DeviceTarget(device), Data: []byte(`1`),
+			PublishedAt: exp.Add(-time.Hour), ExpiresAt: exp}
+		if _, err := s.Publish(ctx, []*tether.Message{m}); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			now  time.Time
+			want []string
+		}{{exp.Add(-time.Nanosecond), []string{m.ID}}, {exp, nil}} {
+			ds, err := s.Pending(ctx, device, "", 10, c.now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, d := range ds {
+				got = append(got, d.Message.ID)
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("Pending at expiry %v %+dns = %q, want %q", exp, c.now.Sub(exp), got, c.want)
+			}
+		}
+		for _, c := range []struct {
+			now  time.Time
+			want int
+		}{{exp.Add(-time.Nanosecond), 0}, {exp, 1}} {
+			n, _, err := s.Expire(ctx, c.now, exp.Add(-time.Hour), 10)
+			if err != nil || n != c.want {
+				t.Errorf("Expire at expiry %v %+dns = %d, %v; want %d", exp, c.now.Sub(exp), n, err, c.want)
+			}
+		}
+	}
+}
