@@ -22,10 +22,17 @@ type fleet struct {
 	got  uint64 // last probe heard
 }
 
-// goFleet starts the fleet goroutines when the hub has a Fleet.
+// goFleet marks the node alive, then starts the fleet goroutines, when the
+// hub has a Fleet.
 func (h *Hub) goFleet() {
 	if h.fleet == nil {
 		return
+	}
+	fl := h.fleet
+	if err := h.fleetDo(h.ctx, "alive", func(ctx context.Context) error {
+		return fl.f.Alive(ctx, fl.node, 3*h.cfg.Heartbeat)
+	}); err != nil {
+		h.log.Warn("presence: cannot mark the node alive yet; retrying every heartbeat", "err", err)
 	}
 	h.goLabeled("fleet-presence", h.fleet.presence)
 	h.goLabeled("fleet-listen", h.fleet.listen)
@@ -37,7 +44,7 @@ func (fl *fleet) presence(ctx context.Context) {
 	hb := fl.hub.cfg.Heartbeat
 	t := time.NewTicker(min(hb, time.Second))
 	defer t.Stop()
-	var lastAlive time.Time
+	lastAlive := time.Now() // goFleet has just written it
 	for {
 		select {
 		case <-ctx.Done():

@@ -50,6 +50,7 @@ var (
 var scripts = []*script{
 	scriptDeliver, scriptPending, scriptSent, scriptSettle, scriptPurge,
 	scriptIntent, scriptScan, scriptFinish, scriptUnidem,
+	scriptConnect, scriptDisconnect,
 }
 
 // loadScripts loads every script on every node the client knows (one

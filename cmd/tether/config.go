@@ -44,7 +44,9 @@ type serveConfig struct {
 	Store       string // storeEmbedded or storeRedis
 	DataDir     string // embedded store files and generated secrets
 	RedisURL    string // redis:// or rediss:// (or unix://); used with storeRedis
-	NodeID      string // valid id; default host name + ":" + port of Listen
+	// RedisCluster says --redis-url names a seed node of a Redis Cluster.
+	RedisCluster bool
+	NodeID       string // valid id; default host name + ":" + port of Listen
 
 	// TokenSecret and APIKey are "" when not given by flag or environment:
 	// serve then reads or generates them in DataDir (see loadSecrets).
@@ -83,6 +85,7 @@ func serveFlags(c *serveConfig, getenv func(string) string, help io.Writer) *fla
 	f.String(&c.Store, "store", storeEmbedded, "`backend`: embedded or redis")
 	f.String(&c.DataDir, "data-dir", defaultDataDir, "`directory` of the embedded store and of generated secrets")
 	f.String(&c.RedisURL, "redis-url", defaultRedisURL, "Redis `URL` (with --store redis)")
+	f.Bool(&c.RedisCluster, "redis-cluster", false, "--redis-url is a seed node of a Redis Cluster")
 	f.String(&c.NodeID, "node-id", "", "`id` of this node (default: host name and port of --listen)")
 	f.String(&c.TokenSecret, "token-secret", "", "`secret` that signs device tokens (default: kept in --data-dir)")
 	f.String(&c.APIKey, "api-key", "", "`key` of the HTTP API (default: kept in --data-dir)")

@@ -22,6 +22,7 @@ import (
 	tetherhttp "github.com/tetherpush/tether/http"
 	"github.com/tetherpush/tether/hub"
 	"github.com/tetherpush/tether/internal/secret"
+	"github.com/tetherpush/tether/redis"
 )
 
 // serveMain runs `tether serve` until ctx ends (SIGINT/SIGTERM), then
@@ -57,10 +58,30 @@ type node struct {
 	srv   *tetherhttp.Server
 }
 
-func openNode(cfg serveConfig, log *slog.Logger) (*node, error) {
-	if cfg.Store != "embedded" {
-		return nil, fmt.Errorf("--store %s is not available in this build; use --store embedded", cfg.Store)
+// openStore opens the configured store and, for Redis, its fleet.
+func openStore(cfg serveConfig, log *slog.Logger) (tether.Store, tether.Fleet, error) {
+	if cfg.Store == "redis" {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st, err := redis.Open(ctx, redis.Options{URL: cfg.RedisURL, Cluster: cfg.RedisCluster})
+		if err != nil {
+			return nil, nil, fmt.Errorf("open redis store: %w", err)
+		}
+		if cfg.TokenSecret == "" || cfg.APIKey == "" {
+			log.Warn("with --store redis every node needs the same --token-secret and --api-key; " +
+				"secrets generated in this node's data dir are its own")
+		}
+		return st, st.Fleet(), nil
 	}
+	dbPath := filepath.Join(cfg.DataDir, "tether.db")
+	st, err := bolt.Open(dbPath, bolt.Options{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open embedded store %s: %w", dbPath, err)
+	}
+	return st, nil, nil
+}
+
+func openNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -68,10 +89,9 @@ func openNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	dbPath := filepath.Join(cfg.DataDir, "tether.db")
-	st, err := bolt.Open(dbPath, bolt.Options{})
+	st, fleet, err := openStore(cfg, log)
 	if err != nil {
-		return nil, fmt.Errorf("open embedded store %s: %w", dbPath, err)
+		return nil, err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -83,6 +103,7 @@ func openNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 		MaxAttempts: cfg.MaxAttempts,
 		Logger:      log.With("component", "hub"),
 		Metrics:     hub.NewMetrics(reg),
+		Fleet:       fleet,
 	})
 	if err := h.Open(); err != nil {
 		st.Close()

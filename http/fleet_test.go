@@ -1,0 +1,211 @@
+package http_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tetherpush/tether/hub"
+	tetherhttp "github.com/tetherpush/tether/http"
+	"github.com/tetherpush/tether/internal/redistest"
+	"github.com/tetherpush/tether/redis"
+)
+
+// FleetNode is an in-process node on a shared Redis.
+type FleetNode struct {
+	*Node
+	Redis *redis.Store
+}
+
+// MustOpenFleetNode starts node id on the Redis at url (a cluster seed when
+// cluster is true), with a 300 ms heartbeat unless edit changes it.
+func MustOpenFleetNode(tb testing.TB, url string, cluster bool, id string, edit func(*hub.Config)) *FleetNode {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := redis.Open(ctx, redis.Options{URL: url, Cluster: cluster})
+	if err != nil {
+		tb.Fatalf("open redis store: %v", err)
+	}
+	reg := prometheus.NewRegistry()
+	hc := hub.Config{Node: id, Heartbeat: 300 * time.Millisecond, AckTimeout: 5 * time.Second,
+		Metrics: hub.NewMetrics(reg), Workers: 4, Fleet: st.Fleet(), Logger: testLogger(tb)}
+	if edit != nil {
+		edit(&hc)
+	}
+	h := hub.New(st, hc)
+	if err := h.Open(); err != nil {
+		tb.Fatal(err)
+	}
+	srv := tetherhttp.NewServer(h, tetherhttp.Config{Listen: "127.0.0.1:0", AdminListen: "-",
+		TokenSecret: []byte(testSecret), APIKey: testAPIKey, Gatherer: reg, IO: *ioMode})
+	if err := srv.Open(); err != nil {
+		tb.Fatal(err)
+	}
+	n := &FleetNode{Node: &Node{Metrics: hc.Metrics, Hub: h, Server: srv, URL: "http://" + srv.Addr(), WSURL: "ws://" + srv.Addr(), Dir: filepath.Join(tb.TempDir())}, Redis: st}
+	tb.Cleanup(n.Close)
+	return n
+}
+
+// Close stops the node at once.
+func (n *FleetNode) Close() {
+	n.Hub.Close()
+	n.Server.Close()
+	n.Redis.Close()
+}
+
+func TestFleetCrossNodeRouting(t *testing.T) {
+	r := redistest.Start(t)
+	a := MustOpenFleetNode(t, r.URL(), false, "node-a", nil)
+	b := MustOpenFleetNode(t, r.URL(), false, "node-b", nil)
+	d := b.Dial(t, MustToken(t, "pos-1", "shop-1"))
+	if w := d.MustNext("welcome"); w.Node != "node-b" {
+		t.Fatalf("welcome %+v", w)
+	}
+	var lat []time.Duration
+	for i := 0; i < 50; i++ {
+		start := time.Now()
+		target := "device:pos-1"
+		if i%2 == 1 {
+			target = "group:shop-1"
+		}
+		id := a.Publish(t, target, i)
+		m := d.MustNext("message")
+		if m.ID != id {
+			t.Fatalf("message %d: got %s, want %s", i, m.ID, id)
+		}
+		lat = append(lat, time.Since(start))
+		d.Ack(id)
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	t.Logf("publish on node A → frame on node B, 50 messages: p50 %v, p99 %v (publish request included)", lat[len(lat)/2], lat[len(lat)*99/100])
+
+	var dev struct {
+		Online bool   `json:"online"`
+		Node   string `json:"node"`
+	}
+	a.API(t, "GET", "/v1/devices/pos-1", nil, &dev)
+	if !dev.Online || dev.Node != "node-b" {
+		t.Fatalf("presence seen from node A = %+v, want online on node-b", dev)
+	}
+	var g struct {
+		Devices []struct {
+			ID     string `json:"id"`
+			Online bool   `json:"online"`
+		} `json:"devices"`
+	}
+	a.API(t, "GET", "/v1/groups/shop-1", nil, &g)
+	if len(g.Devices) != 1 || !g.Devices[0].Online {
+		t.Fatalf("group seen from node A = %+v", g)
+	}
+}
+
+func TestFleetTakeoverAcrossNodes(t *testing.T) {
+	r := redistest.Start(t)
+	a := MustOpenFleetNode(t, r.URL(), false, "node-a", nil)
+	b := MustOpenFleetNode(t, r.URL(), false, "node-b", nil)
+	tok := MustToken(t, "pos-1")
+	old := a.Dial(t, tok)
+	old.MustNext("welcome")
+	d := b.Dial(t, tok)
+	d.MustNext("welcome")
+	old.MustClose(4409, 3*time.Second)
+	eventually(t, 3*time.Second, "node A forgets the device", func() bool { return a.Hub.Connections() == 0 })
+	var dev struct {
+		Online bool   `json:"online"`
+		Node   string `json:"node"`
+	}
+	eventually(t, 3*time.Second, "presence on node-b", func() bool {
+		a.API(t, "GET", "/v1/devices/pos-1", nil, &dev)
+		return dev.Online && dev.Node == "node-b"
+	})
+}
+
+// TestFleetLostSubscription kills the nodes' pub/sub connections on the
+// Redis server; they must come back, and what is published meanwhile
+// must be delivered.
+func TestFleetLostSubscription(t *testing.T) {
+	r := redistest.Start(t)
+	a := MustOpenFleetNode(t, r.URL(), false, "node-a", nil)
+	b := MustOpenFleetNode(t, r.URL(), false, "node-b", nil)
+	d := b.Dial(t, MustToken(t, "pos-1"))
+	d.MustNext("welcome")
+	time.Sleep(200 * time.Millisecond) // subscriptions in place
+	r.MustDo("CLIENT", "KILL", "TYPE", "pubsub")
+	id := a.Publish(t, "device:pos-1", "while deaf")
+	m, err := d.Next(5 * time.Second)
+	if err != nil || m.ID != id {
+		t.Fatalf("after CLIENT KILL: got %+v, %v; want %s within 5s", m, err, id)
+	}
+	d.Ack(id)
+	// And the subscription works again for what comes next.
+	id = a.Publish(t, "device:pos-1", "after")
+	if m := d.MustNext("message"); m.ID != id {
+		t.Fatalf("got %+v, want %s", m, id)
+	}
+}
+
+// TestFleetCrashedNodeGoesOffline: a node that stops without telling
+// (its presence entries stay) shows its devices offline within 3 ×
+// heartbeat, and they reconnect to another node and get their messages.
+func TestFleetCrashedNodeGoesOffline(t *testing.T) {
+	r := redistest.Start(t)
+	a := MustOpenFleetNode(t, r.URL(), false, "node-a", nil)
+	b := MustOpenFleetNode(t, r.URL(), false, "node-b", nil)
+	tok := MustToken(t, "pos-1")
+	d := b.Dial(t, tok)
+	d.MustNext("welcome")
+	id := a.Publish(t, "device:pos-1", "unacked on the dead node")
+	if m := d.MustNext("message"); m.ID != id {
+		t.Fatalf("got %+v", m)
+	}
+	// Crash node B: its Redis client goes first, so it cannot write its
+	// sessions' disconnections.
+	b.Redis.Close()
+	b.Hub.Close()
+	b.Server.Close()
+	start := time.Now()
+	var dev struct {
+		Online bool `json:"online"`
+	}
+	eventually(t, 3*time.Second, "device offline", func() bool {
+		a.API(t, "GET", "/v1/devices/pos-1", nil, &dev)
+		return !dev.Online
+	})
+	if el := time.Since(start); el > 3*300*time.Millisecond+500*time.Millisecond {
+		t.Fatalf("offline after %v, want within 3 × heartbeat (900ms)", el)
+	}
+	d = a.Dial(t, tok)
+	d.MustNext("welcome")
+	if m := d.MustNext("message"); m.ID != id || m.Attempt != 2 {
+		t.Fatalf("after moving to node A: %+v, want %s attempt 2", m, id)
+	}
+}
+
+func TestFleetOnRedisCluster(t *testing.T) {
+	c := redistest.StartCluster(t)
+	url := "redis://" + c.Addrs()[0]
+	a := MustOpenFleetNode(t, url, true, "node-a", nil)
+	b := MustOpenFleetNode(t, url, true, "node-b", nil)
+	var ds []*Device
+	for i := 0; i < 6; i++ { // devices spread over the cluster's slots
+		d := b.Dial(t, MustToken(t, fmt.Sprintf("pos-%d", i), "shop-1"))
+		d.MustNext("welcome")
+		ds = append(ds, d)
+	}
+	id := a.Publish(t, "group:shop-1", "to all")
+	for i, d := range ds {
+		if m := d.MustNext("message"); m.ID != id {
+			t.Fatalf("device %d got %+v", i, m)
+		}
+	}
+	tok := MustToken(t, "pos-0", "shop-1")
+	d := a.Dial(t, tok)
+	d.MustNext("welcome")
+	ds[0].MustClose(4409, 3*time.Second)
+}
