@@ -18,6 +18,7 @@ import (
 	"github.com/gobwas/ws"
 	"go.uber.org/goleak"
 
+	"github.com/tetherpush/tether/internal/redistest"
 	"github.com/tetherpush/tether/token"
 )
 
@@ -195,6 +196,28 @@ func (d *wsDevice) next(timeout time.Duration) (typ, id string, attempt, closeCo
 	}
 }
 
+// nextOrNothing is next, but returns an empty type when nothing arrives
+// within timeout.
+func (d *wsDevice) nextOrNothing(timeout time.Duration) (typ, id string, attempt, closeCode int) {
+	_ = d.conn.SetReadDeadline(time.Now().Add(timeout))
+	for {
+		f, err := ws.ReadFrame(d.r)
+		if err != nil {
+			return "", "", 0, 0
+		}
+		if f.Header.OpCode == ws.OpPing {
+			_ = ws.WriteFrame(d.conn, ws.MaskFrame(ws.NewPongFrame(f.Payload)))
+			continue
+		}
+		var fr struct {
+			Type, ID string
+			Attempt  int
+		}
+		_ = json.Unmarshal(f.Payload, &fr)
+		return fr.Type, fr.ID, fr.Attempt, 0
+	}
+}
+
 func (d *wsDevice) ack(ids ...string) {
 	b, _ := json.Marshal(map[string]any{"type": "ack", "ids": ids})
 	_ = d.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -314,4 +337,42 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestFleetNodeKill9 runs two node processes on one Redis: a device on node
+// B gets messages published on node A; B is killed with SIGKILL; the device
+// reconnects to A and gets every unacked message again, nothing lost, and
+// nothing it acked comes back.
+func TestFleetNodeKill9(t *testing.T) {
+	r := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	fleet := []string{"--store", "redis", "--redis-url", r.URL(), "--heartbeat", "1s"}
+	a := startChild(t, t.TempDir(), append(fleet, "--node-id", "node-a")...)
+	b := startChild(t, t.TempDir(), append(fleet, "--node-id", "node-b")...)
+	d := dialDevice(t, b.addr, "pos-1")
+	d.next(5 * time.Second) // welcome
+	var ids []string
+	for i := 0; i < 20; i++ {
+		ids = append(ids, a.publish(t, "device:pos-1", map[string]int{"n": i}))
+	}
+	for i := 0; i < 20; i++ {
+		if typ, id, _, _ := d.next(5 * time.Second); typ != "message" || id != ids[i] {
+			t.Fatalf("frame %d on node B: %s %s, want message %s", i, typ, id, ids[i])
+		}
+	}
+	d.ack(ids[:10]...)
+	waitFor(t, 5*time.Second, "acks stored", func() bool { return a.state(t, ids[9]) == "acked" })
+
+	_ = b.cmd.Process.Signal(syscall.SIGKILL)
+	_ = b.cmd.Wait()
+	d = dialDevice(t, a.addr, "pos-1")
+	d.next(5 * time.Second) // welcome
+	for i := 10; i < 20; i++ {
+		typ, id, attempt, _ := d.next(5 * time.Second)
+		if typ != "message" || id != ids[i] || attempt != 2 {
+			t.Fatalf("on node A frame %d: %s %s attempt %d, want message %s attempt 2", i, typ, id, attempt, ids[i])
+		}
+	}
+	if typ, id, _, _ := d.nextOrNothing(700 * time.Millisecond); typ != "" {
+		t.Fatalf("got %s %s after the unacked ones; acked messages must not come back", typ, id)
+	}
 }
