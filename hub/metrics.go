@@ -14,6 +14,7 @@ type Metrics struct {
 	Dead            prometheus.Counter
 	DeliveryLatency prometheus.Histogram
 	StoreOp         *prometheus.HistogramVec
+	StoreInflight   prometheus.Gauge
 	StoreErrors     *prometheus.CounterVec
 	Closes          *prometheus.CounterVec
 }
@@ -42,6 +43,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		StoreOp: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "tether_store_op_seconds", Help: "Store call duration by operation.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}, []string{"op"}),
+		StoreInflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tether_store_inflight", Help: "Store calls in progress, waiting for the store or for a connection to it."}),
 		StoreErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_store_errors_total", Help: "Failed store calls by operation and kind."}, []string{"op", "kind"}),
 		Closes: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -49,7 +52,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.Published, m.Deliveries, m.Acks, m.Redeliveries,
-			m.Expired, m.Dead, m.DeliveryLatency, m.StoreOp, m.StoreErrors, m.Closes)
+			m.Expired, m.Dead, m.DeliveryLatency, m.StoreOp, m.StoreInflight, m.StoreErrors, m.Closes)
 	}
 	return m
 }

@@ -20,7 +20,9 @@ func (st *store) do(ctx context.Context, op string, fn func(context.Context) err
 	ctx, cancel := context.WithTimeout(ctx, st.timeout)
 	defer cancel()
 	start := time.Now()
+	st.m.StoreInflight.Inc()
 	err := fn(ctx)
+	st.m.StoreInflight.Dec()
 	st.m.StoreOp.WithLabelValues(op).Observe(time.Since(start).Seconds())
 	if err != nil && !errors.Is(err, tether.ErrNotFound) {
 		st.m.StoreErrors.WithLabelValues(op, errorKind(err)).Inc()

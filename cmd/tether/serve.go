@@ -71,7 +71,7 @@ func openStore(cfg serveConfig, log *slog.Logger) (tether.Store, tether.Fleet, e
 			log.Warn("with --store redis every node needs the same --token-secret and --api-key; " +
 				"secrets generated in this node's data dir are its own")
 		}
-		return st, st.Fleet(), nil
+		return st, st.Fleet(), nil // its Collector is registered by openNode
 	}
 	dbPath := filepath.Join(cfg.DataDir, "tether.db")
 	st, err := bolt.Open(dbPath, bolt.Options{})
@@ -95,6 +95,9 @@ func openNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if c, ok := st.(interface{ Collector() prometheus.Collector }); ok {
+		reg.MustRegister(c.Collector())
+	}
 	h := hub.New(st, hub.Config{
 		Node:        cfg.NodeID,
 		Heartbeat:   cfg.Heartbeat,
