@@ -52,8 +52,9 @@ type device struct {
 
 	mu        sync.Mutex // guards following
 	seen      seqSet
-	online    bool // a session is open
-	addressed bool // online when publishing began
+	online    bool          // a session is open
+	addressed bool          // online when publishing began
+	worst     time.Duration // the highest delivery latency of a first receipt
 }
 
 // session is one connection of a device.
@@ -310,14 +311,18 @@ func (d *device) received(b []byte) {
 	case p.Run != d.w.job.Run:
 		c.stale.Add(1)
 	default:
+		lat := now.Sub(f.PublishedAt)
 		d.mu.Lock()
 		had := d.seen.add(p.S)
+		if !had {
+			d.worst = max(d.worst, lat)
+		}
 		d.mu.Unlock()
 		if had {
 			c.duplicates.Add(1)
 		} else {
 			c.delivered.Add(1)
-			d.w.delivered(p.G, p.S, f.ID, now.Sub(f.PublishedAt))
+			d.w.delivered(p.G, p.S, f.ID, lat)
 		}
 	}
 	d.ack(f.ID)

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"maps"
+	"slices"
 	"time"
 )
 
@@ -111,6 +112,8 @@ type workerResult struct {
 	Lost      int64 `json:"lost"`      // of Expected, never received by the end of the grace period
 	Mismatch  int64 `json:"mismatch"`  // sequence numbers received under an id the publish did not return
 	Unconfirm int64 `json:"unconfirm"` // deliveries of messages whose publish failed or was not answered
+	// LastDelivery is when the last first receipt arrived, unix ms.
+	LastDelivery int64 `json:"last_delivery,omitempty"`
 	// LostSample lists a few lost (device, id) pairs for a person to look up.
 	LostSample []string         `json:"lost_sample,omitempty"`
 	ErrorKinds map[string]int64 `json:"error_kinds,omitempty"` // connect and connection errors by kind
@@ -118,6 +121,9 @@ type workerResult struct {
 	CloseCodes map[string]int64 `json:"close_codes,omitempty"` // close codes of connections the node ended
 	Latency    string           `json:"latency,omitempty"`     // encoded HdrHistogram, microseconds
 	ConnectLat string           `json:"connect_latency,omitempty"`
+	// DeviceWorst holds each addressed device's highest latency: its
+	// spread shows whether some devices wait far longer than others.
+	DeviceWorst string `json:"device_worst,omitempty"`
 }
 
 // merge adds the figures of o to r.
@@ -128,6 +134,7 @@ func (r *workerResult) merge(o *workerResult) {
 	r.Lost += o.Lost
 	r.Mismatch += o.Mismatch
 	r.Unconfirm += o.Unconfirm
+	r.LastDelivery = max(r.LastDelivery, o.LastDelivery)
 	r.LostSample = appendCapped(r.LostSample, o.LostSample, maxSamples)
 	r.Errors = appendCapped(r.Errors, o.Errors, maxSamples)
 	r.ErrorKinds = addCounts(r.ErrorKinds, o.ErrorKinds)
@@ -137,12 +144,15 @@ func (r *workerResult) merge(o *workerResult) {
 // maxSamples bounds the verbatim errors and lost ids carried in reports.
 const maxSamples = 10
 
+// appendCapped appends the strings of src not in dst yet, up to n in all.
 func appendCapped(dst, src []string, n int) []string {
 	for _, s := range src {
 		if len(dst) >= n {
 			break
 		}
-		dst = append(dst, s)
+		if !slices.Contains(dst, s) {
+			dst = append(dst, s)
+		}
 	}
 	return dst
 }

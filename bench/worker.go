@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -72,6 +73,7 @@ type worker struct {
 	connLat    *hdrhistogram.Histogram
 	firstID    [][]string // per group, the id each sequence number first arrived with
 	mismatch   int64
+	lastAt     time.Time // of the last first receipt
 	errKinds   map[string]int64
 	errs       []string
 	closeCodes map[string]int64
@@ -128,7 +130,7 @@ func (w *worker) run(parent context.Context, dec *json.Decoder) error {
 	var ramp sync.WaitGroup
 	ramp.Go(func() {
 		pprof.Do(ctx, pprof.Labels("bench", "ramp"), w.ramp)
-		w.send(report{Type: repReady})
+		w.send(report{Type: repReady, Counters: w.count.snapshot()})
 	})
 	w.obey(ctx, cmds)
 
@@ -249,7 +251,11 @@ func (w *worker) finish(ctx context.Context, published [][]string, grace time.Du
 	}
 	deadline := time.Now().Add(grace)
 	for w.missingEstimate(accepted) > 0 || w.missingExact(published) > 0 {
-		if !sleepUntil(ctx, min(deadline, time.Now().Add(gracePoll))) || !time.Now().Before(deadline) {
+		next := time.Now().Add(gracePoll)
+		if deadline.Before(next) {
+			next = deadline
+		}
+		if !sleepUntil(ctx, next) || !time.Now().Before(deadline) {
 			break
 		}
 	}
@@ -290,6 +296,7 @@ func (w *worker) missingExact(published [][]string) int {
 // result computes the worker's final figures against what was published.
 func (w *worker) result(published [][]string) *workerResult {
 	r := &workerResult{Counters: w.count.snapshot()}
+	worst := newHist()
 	for _, d := range w.devices {
 		var ids []string
 		if d.group < len(published) {
@@ -310,11 +317,17 @@ func (w *worker) result(published [][]string) *workerResult {
 			}
 		}
 		r.Unconfirm += int64(d.seen.unconfirmed(ids))
+		if d.addressed && d.worst > 0 {
+			_ = worst.RecordValue(max(d.worst.Microseconds(), histMin))
+		}
 		d.mu.Unlock()
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	r.Mismatch = w.mismatch
+	if !w.lastAt.IsZero() {
+		r.LastDelivery = w.lastAt.UnixMilli()
+	}
 	for g, ids := range published {
 		for s, id := range ids {
 			if g < len(w.firstID) && s < len(w.firstID[g]) && id != "" && w.firstID[g][s] != "" && w.firstID[g][s] != id {
@@ -324,7 +337,7 @@ func (w *worker) result(published [][]string) *workerResult {
 	}
 	r.ErrorKinds, r.CloseCodes = cloneCounts(w.errKinds), cloneCounts(w.closeCodes)
 	r.Errors = append([]string(nil), w.errs...)
-	r.Latency, r.ConnectLat = encodeHist(w.lat), encodeHist(w.connLat)
+	r.Latency, r.ConnectLat, r.DeviceWorst = encodeHist(w.lat), encodeHist(w.connLat), encodeHist(worst)
 	return r
 }
 
@@ -334,6 +347,7 @@ func (w *worker) delivered(g, s int, id string, latency time.Duration) {
 	us := max(latency.Microseconds(), histMin)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.lastAt = time.Now()
 	_ = w.lat.RecordValue(us)
 	_ = w.interval.RecordValue(us)
 	if g >= len(w.firstID) {
@@ -392,8 +406,8 @@ func (w *worker) noteError(phase string, err error) {
 		w.errKinds = make(map[string]int64)
 	}
 	w.errKinds[phase+": "+errorKind(err)]++
-	if len(w.errs) < maxSamples {
-		w.errs = append(w.errs, phase+": "+err.Error())
+	if msg := phase + ": " + err.Error(); len(w.errs) < maxSamples && !slices.Contains(w.errs, msg) {
+		w.errs = append(w.errs, msg)
 	}
 }
 

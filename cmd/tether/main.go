@@ -55,9 +55,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return publishMain(ctx, rest, stdin, stdout, stderr, getenv)
 	case "version", "--version", "-version":
 		return versionMain(rest, stdout, stderr, getenv)
-	case "doctor", "check", "bench":
-		fmt.Fprintf(stderr, "tether %s: not implemented yet\n", cmd)
-		return exitUsage
+	case "bench":
+		return benchMain(ctx, rest, stdin, stdout, stderr, getenv)
+	case "check":
+		return checkMain(ctx, rest, stdout, stderr, getenv)
+	case "doctor":
+		return doctorMain(ctx, rest, stdin, stdout, stderr, getenv)
 	case "help", "--help", "-help", "-h":
 		if len(rest) > 0 && rest[0] != "help" && isCommand(rest[0]) {
 			return run(ctx, []string{rest[0], "--help"}, stdin, stdout, stderr, getenv)

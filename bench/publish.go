@@ -1,0 +1,221 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Publishing.
+const (
+	// maxPublishInFlight bounds the publish requests under way: when the
+	// node is slower than --rate, messages that fall due meanwhile go in
+	// the next batch, and the achieved rate shows the shortfall.
+	maxPublishInFlight = 8
+	maxBatch           = 1000 // messages per POST /v1/messages/batch (tether.MaxBatch)
+	ttlMargin          = 10 * time.Minute
+)
+
+// publisher publishes bench messages to the groups at a fixed rate, round
+// robin, and remembers the id the node gave each.
+type publisher struct {
+	n      *node
+	runID  string
+	groups int
+	size   int
+	rate   int
+	ttl    time.Duration
+
+	mu         sync.Mutex // guards following
+	next       int        // global sequence number; group next%groups, sequence next/groups
+	ids        [][]string // per group, by sequence number; "" until accepted
+	accepted   int64
+	recipients int64
+	failed     int64
+	errKinds   map[string]int64
+	errs       []string
+	lat        *hdrhistogram.Histogram // request durations, µs
+	onAccepted func(n int)             // called with each batch's accepted count
+	start      time.Time               // of publishing; set by run before any request
+}
+
+func newPublisher(n *node, cfg Config, run string, onAccepted func(int)) *publisher {
+	return &publisher{n: n, runID: run, groups: cfg.Groups, size: cfg.Size, rate: cfg.Rate,
+		ttl: cfg.Duration + cfg.Grace + ttlMargin, ids: make([][]string, cfg.Groups), lat: newHist(), onAccepted: onAccepted}
+}
+
+// run publishes rate × d messages, message k falling due k/rate seconds
+// after p.start, then waits for the requests under way.
+func (p *publisher) run(ctx context.Context, d time.Duration) {
+	total := int(float64(p.rate) * d.Seconds())
+	due := func() int { // messages due by now
+		return min(total, int(float64(p.rate)*time.Since(p.start).Seconds())+1)
+	}
+	sem := make(chan struct{}, maxPublishInFlight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for issued := 0; issued < total; {
+		if due() <= issued {
+			next := p.start.Add(time.Duration(float64(issued) / float64(p.rate) * float64(time.Second)))
+			if !sleepUntil(ctx, next) {
+				return
+			}
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		// Messages that fell due while waiting for a slot join this batch.
+		n := min(due()-issued, maxBatch)
+		first := p.reserve(n)
+		issued += n
+		wg.Go(func() {
+			defer func() { <-sem }()
+			p.publish(ctx, first, n)
+		})
+	}
+}
+
+// reserve takes n global sequence numbers and returns the first.
+func (p *publisher) reserve(n int) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	first := p.next
+	p.next += n
+	return first
+}
+
+// item is one message of a publish request.
+type item struct {
+	Target string          `json:"target"`
+	Data   json.RawMessage `json:"data"`
+	TTLS   int64           `json:"ttl_s"`
+}
+
+// answer is the node's answer for one message.
+type answer struct {
+	ID         string `json:"id"`
+	Recipients int64  `json:"recipients"`
+	Error      *struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// publish sends messages first … first+n-1: one through POST /v1/messages,
+// more through POST /v1/messages/batch.
+func (p *publisher) publish(ctx context.Context, first, n int) {
+	items := make([]item, n)
+	for i := range items {
+		k := first + i
+		g, s := k%p.groups, k/p.groups
+		items[i] = item{Target: "group:" + GroupID(g), Data: appendPayload(nil, p.runID, g, s, p.size), TTLS: int64(p.ttl / time.Second)}
+	}
+	start := time.Now()
+	answers, err := p.post(ctx, items)
+	took := time.Since(start)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_ = p.lat.RecordValue(max(took.Microseconds(), histMin))
+	if err != nil {
+		p.failLocked(n, errorKindHTTP(err), err.Error())
+		return
+	}
+	ok := 0
+	for i, a := range answers {
+		k := first + i
+		g, s := k%p.groups, k/p.groups
+		if a.Error != nil || a.ID == "" {
+			msg := "no id in the answer"
+			if a.Error != nil {
+				msg = a.Error.Code + ": " + a.Error.Message
+			}
+			p.failLocked(1, "rejected", msg)
+			continue
+		}
+		ids := p.ids[g]
+		if s >= len(ids) {
+			ids = append(ids, make([]string, s+1-len(ids))...)
+			p.ids[g] = ids
+		}
+		ids[s] = a.ID
+		ok++
+		p.accepted++
+		p.recipients += a.Recipients
+	}
+	if p.onAccepted != nil && ok > 0 {
+		p.onAccepted(ok)
+	}
+}
+
+// post sends items and returns one answer per item.
+func (p *publisher) post(ctx context.Context, items []item) ([]answer, error) {
+	if len(items) == 1 {
+		body, _ := json.Marshal(items[0])
+		b, err := p.n.do(ctx, http.MethodPost, p.n.api+"/v1/messages", body, http.StatusAccepted)
+		if err != nil {
+			return nil, err
+		}
+		var a answer
+		if err := json.Unmarshal(b, &a); err != nil {
+			return nil, fmt.Errorf("POST /v1/messages: %w", err)
+		}
+		return []answer{a}, nil
+	}
+	body, _ := json.Marshal(map[string][]item{"messages": items})
+	b, err := p.n.do(ctx, http.MethodPost, p.n.api+"/v1/messages/batch", body, http.StatusOK)
+	if err != nil {
+		return nil, err
+	}
+	var res struct {
+		Results []answer `json:"results"`
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		return nil, fmt.Errorf("POST /v1/messages/batch: %w", err)
+	}
+	if len(res.Results) != len(items) {
+		return nil, fmt.Errorf("POST /v1/messages/batch: %d results for %d messages", len(res.Results), len(items))
+	}
+	return res.Results, nil
+}
+
+func (p *publisher) failLocked(n int, kind, msg string) {
+	p.failed += int64(n)
+	if p.errKinds == nil {
+		p.errKinds = make(map[string]int64)
+	}
+	p.errKinds[kind] += int64(n)
+	if len(p.errs) < maxSamples && !slices.Contains(p.errs, msg) {
+		p.errs = append(p.errs, msg)
+	}
+}
+
+// published returns the ids by group and sequence number.
+func (p *publisher) published() [][]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([][]string, len(p.ids))
+	for g, ids := range p.ids {
+		out[g] = append([]string(nil), ids...)
+	}
+	return out
+}
+
+// errorKindHTTP names a failed publish request: the status, or the
+// transport error's kind.
+func errorKindHTTP(err error) string {
+	var se *statusError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("http %d", se.Status)
+	}
+	return errorKind(err)
+}
