@@ -257,12 +257,17 @@ func (s *Session) isClosed() bool {
 	return s.closed
 }
 
+// maxSteps is how many passes a session runs before it gives its worker
+// back and waits its turn again, so that a busy session cannot starve the
+// others.
+const maxSteps = 4
+
 // run does the session's pending work on a worker, then reschedules.
 func (s *Session) run(ctx context.Context) {
 	s.mu.Lock()
 	s.queued, s.running = false, true
 	s.mu.Unlock()
-	for {
+	for i := 1; ; i++ {
 		s.step(ctx)
 		s.mu.Lock()
 		if !s.again {
@@ -271,6 +276,12 @@ func (s *Session) run(ctx context.Context) {
 			return
 		}
 		s.again = false
+		if i == maxSteps { // more work came: back of the queue
+			s.running, s.queued = false, true
+			s.mu.Unlock()
+			s.hub.queue.push(s)
+			return
+		}
 		s.mu.Unlock()
 	}
 }
