@@ -102,7 +102,7 @@ func (r *NodeReport) WriteText(w io.Writer) error {
 		t.printf("  %-14s %10d %8d %10.2fms\n", op.Op, op.Calls, op.Errors, op.MeanSeconds*1000)
 	}
 	if r.Dump != nil && len(r.Dump.Places) > 0 {
-		t.printf("\nWhere its goroutines wait, most first:\n")
+		t.printf("\n")
 		r.Dump.writePlaces(t, 8)
 	}
 	return t.err
