@@ -89,13 +89,8 @@ func (r *NodeReport) WriteText(w io.Writer) error {
 	if len(r.Findings) > 0 {
 		t.printf("\n")
 	}
-	perConn := "-"
-	if r.Connections > 0 {
-		perConn = fmt.Sprintf("%.1f KiB and %.2f goroutines per connection",
-			float64(r.RSSBytes)/1024/float64(r.Connections), float64(r.Goroutines)/float64(r.Connections))
-	}
-	t.printf("ready: %s   connections: %d   goroutines: %d   resident: %.1f MiB   (%s)\n\n",
-		r.Ready, r.Connections, r.Goroutines, float64(r.RSSBytes)/(1<<20), perConn)
+	t.printf("ready: %s   connections: %d   goroutines: %d   resident: %.1f MiB\n\n",
+		r.Ready, r.Connections, r.Goroutines, float64(r.RSSBytes)/(1<<20))
 	_ = r.Sockets.WriteText(w)
 	t.printf("\nStore since start:\n  %-14s %10s %8s %12s\n", "OP", "CALLS", "ERRORS", "MEAN")
 	for _, op := range r.Store {
