@@ -104,4 +104,3 @@ func clip(s string) string {
 	}
 	return s[:max] + "…"
 }
-
