@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tetherpush/tether"
 	tetherhttp "github.com/tetherpush/tether/http"
 	"github.com/tetherpush/tether/hub"
 	"github.com/tetherpush/tether/internal/redistest"
@@ -230,5 +232,46 @@ func TestFleetRedisCrashLosesNothing(t *testing.T) {
 			t.Fatalf("message %d after the Redis crash: %s, want %s", i, m.ID, id)
 		}
 		d.Ack(id)
+	}
+}
+
+// deafFleet passes events on only while it is not deaf: a subscription
+// that stays connected but hears nothing.
+type deafFleet struct {
+	tether.Fleet
+	deaf atomic.Bool
+}
+
+func (f *deafFleet) Listen(ctx context.Context, node string, ready func(), fn func(tether.Event)) error {
+	return f.Fleet.Listen(ctx, node, ready, func(e tether.Event) {
+		if !f.deaf.Load() {
+			fn(e)
+		}
+	})
+}
+
+// TestFleetDeafSubscription: node B's subscription silently stops hearing;
+// its self-probe notices within two heartbeats, it subscribes again, and
+// its sessions fetch what was published meanwhile.
+func TestFleetDeafSubscription(t *testing.T) {
+	r := redistest.Start(t)
+	a := MustOpenFleetNode(t, r.URL(), false, "node-a", nil)
+	var deaf *deafFleet
+	b := MustOpenFleetNode(t, r.URL(), false, "node-b", func(c *hub.Config) {
+		deaf = &deafFleet{Fleet: c.Fleet}
+		c.Fleet = deaf
+	})
+	d := b.Dial(t, MustToken(t, "pos-1"))
+	d.MustNext("welcome")
+	deaf.deaf.Store(true)
+	id := a.Publish(t, "device:pos-1", "published while B is deaf")
+	start := time.Now()
+	m, err := d.Next(5 * time.Second)
+	if err != nil || m.ID != id {
+		t.Fatalf("got %+v, %v; want %s once B notices it is deaf", m, err, id)
+	}
+	t.Logf("delivered %v after the publish (heartbeat 300ms)", time.Since(start))
+	if el := time.Since(start); el > 3*time.Second {
+		t.Fatalf("took %v", el)
 	}
 }
