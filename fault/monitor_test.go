@@ -1,0 +1,178 @@
+package fault_test
+
+import (
+	"bufio"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tetherpush/tether/doctor"
+)
+
+// monitor samples, every 100 ms, the server sockets of a listen port in
+// CLOSE_WAIT (each one aged by its (local, remote) addresses), the
+// goroutines and the open files of this process; every second the heap.
+type monitor struct {
+	port int
+	stop chan struct{}
+	done chan struct{}
+
+	mu          sync.Mutex // guards following
+	firstSeen   map[string]time.Time
+	maxAge      time.Duration
+	oldest      string // the socket that reached maxAge
+	maxCW       int    // most server sockets in CLOSE_WAIT at once (doctor.Sockets)
+	maxRecvQ    int64  // their receive queues then
+	maxG        int
+	maxFDs      int
+	maxHeap     uint64
+	samples     int
+	sampleError error
+}
+
+func startMonitor(tb testing.TB, port int) *monitor {
+	m := &monitor{port: port, stop: make(chan struct{}), done: make(chan struct{}), firstSeen: map[string]time.Time{}}
+	go m.run()
+	tb.Cleanup(m.halt)
+	return m
+}
+
+func (m *monitor) halt() {
+	select {
+	case <-m.stop:
+	default:
+		close(m.stop)
+	}
+	<-m.done
+}
+
+func (m *monitor) run() {
+	defer close(m.done)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var lastHeap time.Time
+	for {
+		m.sample(time.Since(lastHeap) >= time.Second)
+		if time.Since(lastHeap) >= time.Second {
+			lastHeap = time.Now()
+		}
+		select {
+		case <-m.stop:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (m *monitor) sample(heap bool) {
+	now := time.Now()
+	cw, err := closeWaitSockets(m.port)
+	rep, err2 := doctor.Sockets(m.port)
+	g := runtime.NumGoroutine()
+	fds := openFiles()
+	var hi uint64
+	if heap {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		hi = ms.HeapInuse
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.samples++
+	if err != nil || err2 != nil {
+		m.sampleError = firstErr(err, err2)
+		return
+	}
+	seen := make(map[string]time.Time, len(cw))
+	for _, k := range cw {
+		first, ok := m.firstSeen[k]
+		if !ok {
+			first = now
+		}
+		seen[k] = first
+		if age := now.Sub(first); age > m.maxAge {
+			m.maxAge, m.oldest = age, k
+		}
+	}
+	m.firstSeen = seen
+	if s := rep.State("CLOSE_WAIT"); s.Local > m.maxCW {
+		m.maxCW, m.maxRecvQ = s.Local, s.RecvQ
+	}
+	m.maxG = max(m.maxG, g)
+	m.maxFDs = max(m.maxFDs, fds)
+	m.maxHeap = max(m.maxHeap, hi)
+}
+
+// figures is what the monitor saw.
+type figures struct {
+	MaxCloseWaitAge time.Duration
+	Oldest          string
+	MaxCloseWait    int
+	MaxRecvQ        int64
+	MaxGoroutines   int
+	MaxFDs          int
+	MaxHeapInuse    uint64
+	Samples         int
+	Err             error
+}
+
+func (m *monitor) figures() figures {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return figures{m.maxAge, m.oldest, m.maxCW, m.maxRecvQ, m.maxG, m.maxFDs, m.maxHeap, m.samples, m.sampleError}
+}
+
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// closeWaitSockets returns "local remote" of every socket in CLOSE_WAIT
+// whose local port is port, from /proc/net/tcp and tcp6.
+func closeWaitSockets(port int) ([]string, error) {
+	var out []string
+	for _, name := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		f, err := os.Open(name)
+		if err != nil {
+			if name == "/proc/net/tcp6" {
+				continue
+			}
+			return nil, err
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fl := strings.Fields(sc.Text())
+			if len(fl) < 4 || fl[3] != "08" { // TCP_CLOSE_WAIT
+				continue
+			}
+			_, lp, _ := strings.Cut(fl[1], ":")
+			if p, err := strconv.ParseUint(lp, 16, 16); err != nil || int(p) != port {
+				continue
+			}
+			out = append(out, fl[1]+" "+fl[2])
+		}
+		err = sc.Err()
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// openFiles counts this process's open file descriptors.
+func openFiles() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(ents)
+}
