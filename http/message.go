@@ -139,6 +139,10 @@ func compactData(raw json.RawMessage, max int) ([]byte, error) {
 
 // decodeBody reads a JSON body of at most limit bytes into v.
 func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	if r.ContentLength > limit { // announced too large: refuse before reading
+		w.Header().Set("Connection", "close")
+		return tether.Errorf(tether.ETooLarge, "request body of %d bytes is larger than %d", r.ContentLength, limit)
+	}
 	body := http.MaxBytesReader(w, r.Body, limit)
 	dec := json.NewDecoder(body)
 	if err := dec.Decode(v); err != nil {
