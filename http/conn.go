@@ -19,6 +19,11 @@ import (
 	"github.com/tetherpush/tether/wire"
 )
 
+// closeFrameTimeout bounds the wait for the write lock and the write of a
+// close frame: Close runs on readers and epoll workers, which must not be
+// held by a peer that does not read.
+const closeFrameTimeout = 100 * time.Millisecond
+
 // closeGrace is how long the reader keeps reading after the server sent a
 // close frame, so that the peer's close frame or FIN arrives and the socket
 // ends with FIN rather than RST.
@@ -104,6 +109,11 @@ func (c *conn) Ping(deadline time.Time) error {
 	return c.write(ws.CompiledPing, deadline)
 }
 
+// Pong writes a WebSocket pong with payload.
+func (c *conn) Pong(payload []byte, deadline time.Time) error {
+	return c.write(ws.MustCompileFrame(ws.NewPongFrame(payload)), deadline)
+}
+
 func (c *conn) write(p []byte, deadline time.Time) error {
 	if c.closing.Load() {
 		return net.ErrClosed
@@ -123,7 +133,7 @@ func (c *conn) write(p []byte, deadline time.Time) error {
 func (c *conn) Close(code int) {
 	c.once.Do(func() {
 		if code != 0 {
-			deadline := time.Now().Add(closeGrace)
+			deadline := time.Now().Add(closeFrameTimeout)
 			if c.lock(deadline) {
 				_ = c.c.SetWriteDeadline(deadline)
 				_, _ = c.c.Write(ws.MustCompileFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusCode(code), wire.CloseReason(code)))))
@@ -182,10 +192,13 @@ func (c *conn) readLoop(sess *hub.Session, idle time.Duration) {
 // (reassembled from fragments) go to the session. It returns false when the
 // connection must end; the session has then been closed with its code.
 func (c *conn) handle(sess *hub.Session, h ws.Header, payload []byte) bool {
+	if !sess.Frame() { // every frame counts against the rate: 4429
+		c.drain(sess)
+		return false
+	}
 	if h.OpCode.IsControl() {
 		return c.control(sess, h, payload)
 	}
-	sess.Seen()
 	switch {
 	case h.OpCode == ws.OpBinary && !c.fragmented:
 		c.fail(sess, wire.CloseUnsupported)
@@ -227,17 +240,29 @@ func (c *conn) fail(sess *hub.Session, code int) {
 func (c *conn) readFrame() (ws.Header, []byte, error) {
 	h, err := ws.ReadHeader(c.r)
 	if err != nil {
-		return h, nil, err
+		return h, nil, headerError(err)
 	}
 	if err := c.check(h); err != nil {
 		return h, nil, err
 	}
-	payload := make([]byte, h.Length)
-	if _, err := io.ReadFull(c.r, payload); err != nil {
+	// Memory grows with what arrives, not with what the header announces.
+	payload, err := io.ReadAll(io.LimitReader(c.r, h.Length))
+	if err != nil {
 		return h, nil, err
+	}
+	if int64(len(payload)) < h.Length {
+		return h, nil, io.ErrUnexpectedEOF
 	}
 	ws.Cipher(payload, h.Mask, 0)
 	return h, payload, nil
+}
+
+// headerError turns a malformed frame header into a protocol error close.
+func headerError(err error) error {
+	if errors.Is(err, ws.ErrHeaderLengthMSB) || errors.Is(err, ws.ErrHeaderLengthUnexpected) {
+		return errClose{int(ws.StatusProtocolError)}
+	}
+	return err
 }
 
 // check applies RFC 6455 and the size limit to a frame header, before any
@@ -258,15 +283,8 @@ func (c *conn) check(h ws.Header) error {
 func (c *conn) control(sess *hub.Session, h ws.Header, payload []byte) bool {
 	sess.Seen()
 	switch h.OpCode {
-	case ws.OpPing:
-		// Answer only if no other write is under way: the reader never waits.
-		select {
-		case c.wsem <- struct{}{}:
-			_ = c.c.SetWriteDeadline(time.Now().Add(time.Second))
-			_, _ = c.c.Write(ws.MustCompileFrame(ws.NewPongFrame(payload)))
-			c.unlock()
-		default:
-		}
+	case ws.OpPing: // a hub worker answers: the reader never writes
+		sess.Ping(payload)
 	case ws.OpClose:
 		code := wire.CloseNormal
 		if len(payload) >= 2 {

@@ -110,8 +110,8 @@ func (s *Server) newMessage(req publishRequest) (*tether.Message, error) {
 	}
 	ttl := tether.DefaultTTL
 	if req.TTLS != nil {
-		if *req.TTLS <= 0 {
-			return nil, tether.Errorf(tether.EInvalid, "ttl_s must be positive, got %v", *req.TTLS)
+		if !(*req.TTLS >= 0.001) { // also refuses NaN
+			return nil, tether.Errorf(tether.EInvalid, "ttl_s must be at least 0.001 (one millisecond), got %v", *req.TTLS)
 		}
 		if f := *req.TTLS * float64(time.Second); f < float64(s.cfg.MaxTTL) {
 			ttl = time.Duration(f)

@@ -255,6 +255,8 @@ func (p *poller) parse(pc *pconn, data []byte) {
 		}
 		if err == nil {
 			err = pc.check(h)
+		} else {
+			err = headerError(err)
 		}
 		if err != nil {
 			pc.endWith(pc.sess, err)
@@ -271,10 +273,16 @@ func (p *poller) parse(pc *pconn, data []byte) {
 			break
 		}
 	}
-	if len(in) == 0 || pc.closing.Load() {
+	switch {
+	case len(in) == 0 || pc.closing.Load():
 		pc.buf = nil
-	} else {
-		pc.buf = append([]byte(nil), in...)
+	case len(pc.buf) > 0 && len(in) == len(pc.buf):
+		// nothing consumed: keep the buffer, so that a frame trickling in
+		// costs O(n) copying, not O(n²)
+	case len(pc.buf) > 0:
+		pc.buf = append(pc.buf[:0], in...) // shift the rest to the front
+	default:
+		pc.buf = bytes.Clone(in) // in is the worker's buffer
 	}
 }
 

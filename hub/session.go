@@ -20,6 +20,8 @@ type Conn interface {
 	WriteText(frames [][]byte, deadline time.Time) error
 	// Ping writes a WebSocket ping within the deadline.
 	Ping(deadline time.Time) error
+	// Pong writes a WebSocket pong with payload within the deadline.
+	Pong(payload []byte, deadline time.Time) error
 	// Close writes a close frame with code (best effort, bounded in time)
 	// and closes the socket. Idempotent.
 	Close(code int)
@@ -56,6 +58,8 @@ type Session struct {
 	acks      []string
 	retryAt   time.Time // no store work before this, after a store error
 	outbox    [][]byte  // control frames (pong, errors) to write
+	pong      []byte    // payload of the WebSocket pong owed
+	pongOwed  bool
 	nextPing  time.Time
 	rateStart time.Time
 	rateCount int
@@ -112,12 +116,7 @@ func (s *Session) Device() string { return s.device }
 // Received handles one complete text message from the client. It never
 // blocks on the store or the socket: work is queued for a worker.
 func (s *Session) Received(payload []byte) {
-	now := time.Now()
-	s.lastSeen.Store(now.UnixNano())
-	if code := s.rateLimit(now); code != 0 {
-		s.Close(code)
-		return
-	}
+	s.lastSeen.Store(time.Now().UnixNano())
 	f, err := wire.DecodeClient(payload)
 	var unknown *wire.UnknownTypeError
 	switch {
@@ -136,6 +135,29 @@ func (s *Session) Received(payload []byte) {
 
 // Seen records activity that is not a text message (a pong).
 func (s *Session) Seen() { s.lastSeen.Store(time.Now().UnixNano()) }
+
+// Frame counts one frame of any kind from the client (text, fragment,
+// ping, pong) against the frame rate. It returns false, having closed the
+// session with 4429, when the client sends too many.
+func (s *Session) Frame() bool {
+	now := time.Now()
+	s.lastSeen.Store(now.UnixNano())
+	if code := s.rateLimit(now); code != 0 {
+		s.Close(code)
+		return false
+	}
+	return true
+}
+
+// Ping records a WebSocket ping from the client; a worker answers it. Only
+// the latest ping is answered when several wait, so a client that pings
+// without reading costs one pending pong, not a queue.
+func (s *Session) Ping(payload []byte) {
+	s.mu.Lock()
+	s.pong, s.pongOwed = append(s.pong[:0], payload...), true
+	s.mu.Unlock()
+	s.wake()
+}
 
 // rateLimit returns 4429 when the client sends more than twice the allowed
 // frame rate within one second.
@@ -191,9 +213,13 @@ func (s *Session) queueControl(frame []byte) {
 // closeWithError writes an error frame, then closes with code. Called from
 // the reader: the write is bounded by a short deadline.
 func (s *Session) closeWithError(code int, errCode, msg string) {
-	_ = s.conn.WriteText([][]byte{wire.EncodeError(errCode, msg)}, time.Now().Add(time.Second))
+	_ = s.conn.WriteText([][]byte{wire.EncodeError(errCode, msg)}, time.Now().Add(readerWriteTimeout))
 	s.Close(code)
 }
+
+// readerWriteTimeout bounds the few writes made on the reader's goroutine
+// (an error frame before a close), which must not hold it long.
+const readerWriteTimeout = 100 * time.Millisecond
 
 // Ended tells the session its connection is gone (the reader stopped).
 func (s *Session) Ended() { s.Close(0) }
@@ -299,6 +325,9 @@ func (s *Session) step(ctx context.Context) {
 	}
 	outbox := s.outbox
 	s.outbox = nil
+	pongOwed := s.pongOwed
+	pong := append([]byte(nil), s.pong...)
+	s.pongOwed = false
 	s.mu.Unlock()
 
 	if len(acks) > 0 && !s.flushAcks(ctx, acks, now) {
@@ -309,6 +338,12 @@ func (s *Session) step(ctx context.Context) {
 	}
 	if !s.checkToken(now) {
 		return
+	}
+	if pongOwed { // first: the ping came before what the outbox answers
+		if err := s.conn.Pong(pong, time.Now().Add(s.hub.cfg.WriteTimeout)); err != nil {
+			s.Close(closeCodeFor(err))
+			return
+		}
 	}
 	if len(outbox) > 0 && !s.write(outbox) {
 		return
