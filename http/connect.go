@@ -29,6 +29,10 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 			Message: "origin " + strconv.Quote(r.Header.Get("Origin")) + " is not in --allowed-origins"}})
 		return
 	}
+	if s.connects != nil && !s.connects.Allow() {
+		writeError(w, r, s.log, tether.Errorf(tether.EUnavailable, "node is over --max-connect-rate (%g new sessions/s); retry later", s.cfg.MaxConnectRate))
+		return
+	}
 	claims, err := s.verifyToken(r)
 	if err != nil {
 		writeError(w, r, s.log, err)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/tetherpush/tether"
 	"github.com/tetherpush/tether/hub"
@@ -38,6 +39,9 @@ type Config struct {
 	TLSKey         string
 	AllowedOrigins []string // scheme://host[:port]; empty: any origin
 	MaxConnections int      // 0: unlimited
+	// MaxConnectRate bounds new WebSocket sessions per second (burst: one
+	// second's worth); over it: 503 with Retry-After. 0: unlimited.
+	MaxConnectRate float64
 	// MaxMessageBytes bounds message data and client frames.
 	MaxMessageBytes int           // default tether.DefaultMaxMessageBytes
 	MaxTTL          time.Duration // default tether.DefaultMaxTTL
@@ -73,6 +77,7 @@ type Server struct {
 	serving     sync.WaitGroup // the two Serve loops
 	conns       sync.WaitGroup // WebSocket readers
 	active      atomic.Int64   // WebSocket connections, upgrading included
+	connects    *rate.Limiter  // nil: unlimited
 	closeOnce   sync.Once
 }
 
@@ -96,7 +101,11 @@ func NewServer(h *hub.Hub, cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, hub: h, log: cfg.Logger, apiKey: sha256.Sum256([]byte(cfg.APIKey))}
+	s := &Server{cfg: cfg, hub: h, log: cfg.Logger, apiKey: sha256.Sum256([]byte(cfg.APIKey))}
+	if cfg.MaxConnectRate > 0 {
+		s.connects = rate.NewLimiter(rate.Limit(cfg.MaxConnectRate), max(1, int(cfg.MaxConnectRate)))
+	}
+	return s
 }
 
 // Open binds the listeners (so ":0" works in tests) and starts serving.

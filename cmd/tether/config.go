@@ -46,7 +46,9 @@ type serveConfig struct {
 	RedisURL    string // redis:// or rediss:// (or unix://); used with storeRedis
 	// RedisCluster says --redis-url names a seed node of a Redis Cluster.
 	RedisCluster bool
-	NodeID       string // valid id; default host name + ":" + port of Listen
+	// MaxConnectRate bounds new sessions per second; 0 = unlimited.
+	MaxConnectRate int
+	NodeID         string // valid id; default host name + ":" + port of Listen
 
 	// TokenSecret and APIKey are "" when not given by flag or environment:
 	// serve then reads or generates them in DataDir (see loadSecrets).
@@ -99,6 +101,7 @@ func serveFlags(c *serveConfig, getenv func(string) string, help io.Writer) *fla
 	f.Duration(&c.MaxTTL, "max-ttl", tether.DefaultMaxTTL, "longest time to live of a message")
 	f.Int(&c.MaxAttempts, "max-attempts", 0, "sends without an ack before a delivery is dead; 0 = unlimited")
 	f.Int(&c.MaxConnections, "max-connections", 0, "WebSocket connections of this node; 0 = unlimited")
+	f.Int(&c.MaxConnectRate, "max-connect-rate", 0, "new WebSocket sessions per second, over it 503 (a reconnect storm is shed); 0 = unlimited")
 	f.Duration(&c.ShutdownTimeout, "shutdown-timeout", tether.DefaultShutdownTimeout, "longest drain after SIGTERM")
 	f.String(&c.LogLevel, "log-level", defaultLogLevel, "`level`: debug, info, warn or error")
 	f.String(&c.LogFormat, "log-format", defaultLogFormat, "`format`: text or json")
@@ -244,6 +247,9 @@ func (c *serveConfig) validateLimits() []error {
 	}
 	if c.MaxConnections < 0 {
 		errs = append(errs, fmt.Errorf("--max-connections %d: must be 0 (unlimited) or more", c.MaxConnections))
+	}
+	if c.MaxConnectRate < 0 {
+		errs = append(errs, fmt.Errorf("--max-connect-rate %d: must be 0 (unlimited) or more", c.MaxConnectRate))
 	}
 	return errs
 }

@@ -123,6 +123,7 @@ func openNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 		TLSKey:          cfg.TLSKey,
 		AllowedOrigins:  cfg.AllowedOrigins,
 		MaxConnections:  cfg.MaxConnections,
+		MaxConnectRate:  float64(cfg.MaxConnectRate),
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		MaxTTL:          cfg.MaxTTL,
 		TokenSecret:     []byte(sec.TokenSecret),
