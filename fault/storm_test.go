@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tetherpush/tether/client"
-	"github.com/tetherpush/tether/hub"
 	tetherhttp "github.com/tetherpush/tether/http"
+	"github.com/tetherpush/tether/hub"
 	"github.com/tetherpush/tether/internal/redistest"
 	"github.com/tetherpush/tether/redis"
 )
