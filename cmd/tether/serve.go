@@ -181,10 +181,13 @@ func (n *node) shutdown(timeout time.Duration) error {
 	n.log.Info("draining", "timeout", timeout.String(), "sessions", n.hub.Connections())
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	start := time.Now()
 	err := n.hub.Shutdown(ctx)
+	n.log.Info("sessions closed", "took", time.Since(start).Round(time.Millisecond).String(), "err", err)
 	if e := n.srv.Shutdown(ctx); err == nil {
 		err = e
 	}
+	n.log.Info("listeners closed", "took", time.Since(start).Round(time.Millisecond).String(), "err", err)
 	n.hub.Close()
 	n.srv.Close()
 	if e := n.store.Close(); err == nil {

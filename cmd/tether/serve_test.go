@@ -268,7 +268,9 @@ func TestDurableAcrossKill9(t *testing.T) {
 // TestSigtermDrains checks the graceful drain of a real process: sessions
 // get 1001 and the process exits 0 within --shutdown-timeout.
 func TestSigtermDrains(t *testing.T) {
-	c := startChild(t, t.TempDir(), "--shutdown-timeout", "4s")
+	// The deadline is generous: CI runs this beside the fault suite on two
+	// busy cores. The drain itself takes about a second (the close grace).
+	c := startChild(t, t.TempDir(), "--shutdown-timeout", "10s")
 	d := dialDevice(t, c.addr, "pos-1")
 	d.next(5 * time.Second) // welcome
 	start := time.Now()
@@ -279,7 +281,7 @@ func TestSigtermDrains(t *testing.T) {
 	if err := c.cmd.Wait(); err != nil {
 		t.Fatalf("exit: %v\n%s", err, c.logs)
 	}
-	if el := time.Since(start); el > 4*time.Second {
+	if el := time.Since(start); el > 10*time.Second {
 		t.Fatalf("exited after %v, more than --shutdown-timeout", el)
 	}
 	if !strings.Contains(c.logs.String(), "draining") {
