@@ -70,6 +70,11 @@ const (
 type Config struct {
 	URL      string // base URL of the node's HTTP API; default DefaultURL
 	AdminURL string // base URL of the node's admin listener; default DefaultAdminURL
+	// PublishURL is the base URL of the HTTP API messages are published
+	// through; default URL. Another node of the same fleet makes every
+	// message cross nodes: published on that node, delivered by the node
+	// of URL, which the devices connect to.
+	PublishURL string
 
 	APIKey      string // API key of the node; needed unless Idle
 	TokenSecret []byte // token secret of the node, to sign device tokens
@@ -113,6 +118,9 @@ func (c Config) withDefaults() Config {
 	if c.AdminURL == "" {
 		c.AdminURL = DefaultAdminURL
 	}
+	if c.PublishURL == "" {
+		c.PublishURL = c.URL
+	}
 	def(&c.Conns, DefaultConns)
 	def(&c.Groups, DefaultGroups)
 	def(&c.Rate, DefaultRate)
@@ -135,7 +143,7 @@ func (c Config) withDefaults() Config {
 // range, naming it as its command-line flag.
 func (c Config) Validate() error {
 	c = c.withDefaults()
-	for _, u := range []struct{ flag, v string }{{"url", c.URL}, {"admin-url", c.AdminURL}} {
+	for _, u := range []struct{ flag, v string }{{"url", c.URL}, {"admin-url", c.AdminURL}, {"publish-url", c.PublishURL}} {
 		if err := checkLoopbackURL(u.v); err != nil {
 			return fmt.Errorf("--%s %q: %v", u.flag, u.v, err)
 		}

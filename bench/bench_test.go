@@ -97,6 +97,31 @@ func TestConfigDefaults(t *testing.T) {
 	if err := validConfig().Validate(); err != nil {
 		t.Errorf("Validate of the defaults: %v", err)
 	}
+	c = validConfig()
+	c.URL = "http://127.0.0.1:18080"
+	if got := c.withDefaults().PublishURL; got != c.URL {
+		t.Errorf("PublishURL defaults to %q, want --url %q", got, c.URL)
+	}
+	c.PublishURL = "http://127.0.0.1:19080"
+	if got := c.withDefaults().PublishURL; got != "http://127.0.0.1:19080" {
+		t.Errorf("PublishURL %q, want it kept", got)
+	}
+}
+
+// TestNodePublishURL checks where the bench sends each call when messages
+// are published through another node: publishes (with the API key) there,
+// everything else to the devices' node.
+func TestNodePublishURL(t *testing.T) {
+	c := validConfig()
+	c.URL, c.PublishURL = "http://127.0.0.1:18080/", "http://127.0.0.1:19080/"
+	n := newNode(c.withDefaults(), nil)
+	if n.api != "http://127.0.0.1:18080" || n.pub != "http://127.0.0.1:19080" {
+		t.Errorf("api %q, publish %q", n.api, n.pub)
+	}
+	n = newNode(Config{URL: "http://127.0.0.1:18080/"}, nil) // not through withDefaults
+	if n.pub != n.api {
+		t.Errorf("publish %q, want the API %q", n.pub, n.api)
+	}
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -106,6 +131,7 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{func(c *Config) { c.URL = "http://10.1.2.3:8080" }, "--url"},
 		{func(c *Config) { c.AdminURL = "ftp://127.0.0.1" }, "--admin-url"},
+		{func(c *Config) { c.PublishURL = "http://192.0.2.1:8080" }, "--publish-url"},
 		{func(c *Config) { c.TokenSecret = nil }, "token secret"},
 		{func(c *Config) { c.APIKey = "" }, "API key"},
 		{func(c *Config) { c.Conns = -1 }, "--conns"},

@@ -59,13 +59,19 @@ type Sample struct {
 // node talks to the node's API and admin listener.
 type node struct {
 	http  *http.Client
-	api   string // base URL of the API
+	api   string // base URL of the API of the devices' node
+	pub   string // base URL of the API messages are published through; often api
 	admin string // base URL of the admin listener
 	key   string // API key
 }
 
 func newNode(cfg Config, client *http.Client) *node {
-	return &node{http: client, api: strings.TrimRight(cfg.URL, "/"), admin: strings.TrimRight(cfg.AdminURL, "/"), key: cfg.APIKey}
+	pub := cfg.PublishURL
+	if pub == "" {
+		pub = cfg.URL
+	}
+	return &node{http: client, api: strings.TrimRight(cfg.URL, "/"), pub: strings.TrimRight(pub, "/"),
+		admin: strings.TrimRight(cfg.AdminURL, "/"), key: cfg.APIKey}
 }
 
 // newHTTPClient returns a client for loopback calls that never follows a
@@ -92,7 +98,7 @@ func (n *node) do(ctx context.Context, method, u string, body []byte, want int) 
 	if err != nil {
 		return nil, err
 	}
-	if n.key != "" && strings.HasPrefix(u, n.api+"/v1/") {
+	if n.key != "" && (strings.HasPrefix(u, n.api+"/v1/") || strings.HasPrefix(u, n.pub+"/v1/")) {
 		req.Header.Set("Authorization", "Bearer "+n.key)
 	}
 	if body != nil {
@@ -139,10 +145,18 @@ func clip(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// healthy checks that the node's API answers.
+// healthy checks that the node's API answers, and the API messages are
+// published through when that is another.
 func (n *node) healthy(ctx context.Context) error {
-	_, err := n.do(ctx, http.MethodGet, n.api+"/healthz", nil, http.StatusOK)
-	return err
+	if _, err := n.do(ctx, http.MethodGet, n.api+"/healthz", nil, http.StatusOK); err != nil {
+		return err
+	}
+	if n.pub != n.api {
+		if _, err := n.do(ctx, http.MethodGet, n.pub+"/healthz", nil, http.StatusOK); err != nil {
+			return fmt.Errorf("--publish-url: %w", err)
+		}
+	}
+	return nil
 }
 
 // sample asks the node to collect garbage (GET /debug/pprof/heap?gc=1 runs

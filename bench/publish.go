@@ -161,7 +161,7 @@ func (p *publisher) publish(ctx context.Context, first, n int) {
 func (p *publisher) post(ctx context.Context, items []item) ([]answer, error) {
 	if len(items) == 1 {
 		body, _ := json.Marshal(items[0])
-		b, err := p.n.do(ctx, http.MethodPost, p.n.api+"/v1/messages", body, http.StatusAccepted)
+		b, err := p.n.do(ctx, http.MethodPost, p.n.pub+"/v1/messages", body, http.StatusAccepted)
 		if err != nil {
 			return nil, err
 		}
@@ -172,7 +172,7 @@ func (p *publisher) post(ctx context.Context, items []item) ([]answer, error) {
 		return []answer{a}, nil
 	}
 	body, _ := json.Marshal(map[string][]item{"messages": items})
-	b, err := p.n.do(ctx, http.MethodPost, p.n.api+"/v1/messages/batch", body, http.StatusOK)
+	b, err := p.n.do(ctx, http.MethodPost, p.n.pub+"/v1/messages/batch", body, http.StatusOK)
 	if err != nil {
 		return nil, err
 	}

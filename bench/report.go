@@ -42,6 +42,7 @@ type Phase struct {
 type Settings struct {
 	URL        string  `json:"url"`
 	AdminURL   string  `json:"admin_url"`
+	PublishURL string  `json:"publish_url"` // messages are published here; devices connect to URL
 	Conns      int     `json:"conns"`
 	Groups     int     `json:"groups"`
 	Rate       int     `json:"rate"`
@@ -250,6 +251,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	s := r.Settings
 	fmt.Fprintf(tw, "tether bench %s (%s), %s\n", r.Run, r.Mode, r.Started.Format(time.RFC3339))
 	fmt.Fprintf(tw, "node\t%s, admin %s\n", s.URL, s.AdminURL)
+	if s.PublishURL != "" && s.PublishURL != s.URL && r.Mode != "idle" {
+		fmt.Fprintf(tw, "publish through\t%s; the devices connect to %s\n", s.PublishURL, s.URL)
+	}
 	if r.Mode == "idle" {
 		fmt.Fprintf(tw, "load\t%d connections held %v, %d workers, %d source addresses\n", s.Conns, secs(s.Duration), s.Workers, s.Sources)
 	} else {

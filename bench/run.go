@@ -91,7 +91,7 @@ func (r *runner) lifetime() time.Duration {
 func (r *runner) do(ctx context.Context) (*Report, error) {
 	c := r.cfg
 	r.rep = &Report{Run: r.run, Started: time.Now(), Mode: "publish", Settings: Settings{
-		URL: c.URL, AdminURL: c.AdminURL, Conns: c.Conns, Groups: c.Groups, Rate: c.Rate, Size: c.Size,
+		URL: c.URL, AdminURL: c.AdminURL, PublishURL: c.PublishURL, Conns: c.Conns, Groups: c.Groups, Rate: c.Rate, Size: c.Size,
 		Duration: c.Duration.Seconds(), Ramp: c.Ramp, Grace: c.Grace.Seconds(), Idle: c.Idle,
 		Workers: c.Workers, PerAddress: c.PerAddress, Sources: SourceCount(c.Conns, c.PerAddress),
 	}}

@@ -3,8 +3,12 @@ package bench_test
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -142,6 +146,65 @@ func TestRunPublish(t *testing.T) {
 	}
 	if sum != published {
 		t.Errorf("timeline holds %d published, want %d", sum, published)
+	}
+}
+
+// TestRunPublishURL publishes through PublishURL, here a proxy in front of
+// the node (one node stands in for two nodes of a fleet), while the
+// devices connect to URL. Every accepted message must have gone through
+// the proxy, with the API key, and reached every device of its group.
+func TestRunPublishURL(t *testing.T) {
+	n := mustOpenNode(t)
+	target, _ := url.Parse(n.URL)
+	tr := &http.Transport{Proxy: nil}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = tr
+	var mu sync.Mutex
+	paths := make(map[string]int)
+	var noKey int
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths[r.Method+" "+r.URL.Path]++
+		if strings.HasPrefix(r.URL.Path, "/v1/") && r.Header.Get("Authorization") != "Bearer "+testAPIKey {
+			noKey++
+		}
+		mu.Unlock()
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() { proxy.Close(); tr.CloseIdleConnections() })
+
+	cfg := n.config()
+	cfg.PublishURL = proxy.URL
+	cfg.Conns, cfg.Groups, cfg.Workers = 10, 2, 1
+	cfg.Rate, cfg.Duration = 20, time.Second
+	rep, err := bench.Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := rep.Messages
+	if m == nil || m.Published != 20 || m.PublishErrors != 0 || m.Delivered != 100 || m.Lost != 0 || m.Duplicates != 0 {
+		t.Fatalf("messages %+v", m)
+	}
+	if rep.Settings.PublishURL != proxy.URL || rep.Settings.URL != n.URL {
+		t.Errorf("settings %+v", rep.Settings)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	posts := paths["POST /v1/messages"] + paths["POST /v1/messages/batch"]
+	if posts == 0 || noKey != 0 || paths["GET /healthz"] != 1 {
+		t.Errorf("the publish URL saw %v, %d without the API key; want the publishes and one health check", paths, noKey)
+	}
+	for p := range paths {
+		if p != "POST /v1/messages" && p != "POST /v1/messages/batch" && p != "GET /healthz" {
+			t.Errorf("the publish URL saw %s: want publishes only", p)
+		}
+	}
+	if f := rep.Node.Flow; f == nil || f.Published != 20 {
+		t.Errorf("node flow %+v, want 20 published", f)
+	}
+	var text strings.Builder
+	if err := rep.WriteText(&text); err != nil || !strings.Contains(text.String(), "publish through") || !strings.Contains(text.String(), proxy.URL) {
+		t.Errorf("text report (%v) does not name the publish URL:\n%s", err, text.String())
 	}
 }
 

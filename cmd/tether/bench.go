@@ -27,13 +27,16 @@ delivery latency percentiles (published_at to receipt) and the node's memory
 and goroutines per connection, read from its admin /metrics before and after
 connecting. --idle holds the connections and publishes nothing. Devices are
 spread over worker processes of at most 15,000 connections each (this program,
-re-executed). Loopback targets only. Exit status 1 when a message was lost.
+re-executed). --publish-url publishes through another node of the fleet while
+the devices connect to --url, so that every message crosses nodes. Loopback
+targets only. Exit status 1 when a message was lost.
 The token secret and API key are found as for 'tether token' and 'tether publish'.`
 
 // benchConfig holds the flags of `tether bench`.
 type benchConfig struct {
 	URL         string
 	AdminURL    string
+	PublishURL  string
 	APIKey      string
 	TokenSecret string
 	DataDir     string
@@ -54,6 +57,7 @@ func parseBench(args []string, getenv func(string) string, help io.Writer) (benc
 	var c benchConfig
 	f := newFlagSet("bench", "bench [--conns N] [--groups N] [--rate N] [--size B] [--duration D] [--idle] [--json] [--plot FILE]", benchAbout, getenv, help)
 	f.String(&c.URL, "url", bench.DefaultURL, "base `URL` of the node's HTTP API")
+	f.String(&c.PublishURL, "publish-url", "", "base `URL` of the HTTP API to publish through, e.g. another node of the fleet (default: --url)")
 	f.String(&c.AdminURL, "admin-url", bench.DefaultAdminURL, "base `URL` of the node's admin listener (/metrics)")
 	f.String(&c.APIKey, "api-key", "", "API `key` of the node (not needed with --idle)")
 	f.String(&c.TokenSecret, "token-secret", "", "token `secret` of the node, to sign device tokens")
@@ -138,7 +142,7 @@ func (c benchConfig) benchConfig(getenv func(string) string) (bench.Config, erro
 		}
 	}
 	return bench.Config{
-		URL: c.URL, AdminURL: c.AdminURL, APIKey: apiKey, TokenSecret: []byte(tokenSecret),
+		URL: c.URL, AdminURL: c.AdminURL, PublishURL: c.PublishURL, APIKey: apiKey, TokenSecret: []byte(tokenSecret),
 		Conns: c.Conns, Groups: c.Groups, Rate: c.Rate, Size: c.Size, Duration: c.Duration,
 		Ramp: c.Ramp, Grace: c.Grace, Idle: c.Idle, Workers: c.Workers,
 	}, nil

@@ -29,13 +29,13 @@ func TestBenchFlags(t *testing.T) {
 		t.Errorf("defaults %+v, want %+v", c, want)
 	}
 	env := map[string]string{"TETHER_CONNS": "15000", "TETHER_IDLE": "true", "TETHER_RATE": "7",
-		"TETHER_WORKERS": "2", "TETHER_URL": "http://127.0.0.1:18080", "TETHER_PLOT": "p.html", "TETHER_DURATION": "1m"}
+		"TETHER_WORKERS": "2", "TETHER_URL": "http://127.0.0.1:18080", "TETHER_PUBLISH_URL": "http://127.0.0.1:19080", "TETHER_PLOT": "p.html", "TETHER_DURATION": "1m"}
 	c, err = parseBench([]string{"--rate", "9", "--json"}, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Conns != 15000 || !c.Idle || c.Rate != 9 || c.Workers != 2 || c.URL != "http://127.0.0.1:18080" ||
-		c.Plot != "p.html" || c.Duration != time.Minute || !c.JSON {
+		c.PublishURL != "http://127.0.0.1:19080" || c.Plot != "p.html" || c.Duration != time.Minute || !c.JSON {
 		t.Errorf("with environment: %+v (the command line wins over it)", c)
 	}
 }
@@ -49,6 +49,7 @@ func TestBenchUsageErrors(t *testing.T) {
 		{[]string{"--conns", "many"}, "not a whole number"},
 		{[]string{"extra"}, "unexpected argument"},
 		{append([]string{"--url", "http://192.0.2.1:8080"}, secrets...), "loopback"},
+		{append([]string{"--publish-url", "http://192.0.2.1:8080"}, secrets...), "--publish-url"},
 		{append([]string{"--conns", "40000", "--workers", "2"}, secrets...), "at least 3 workers"},
 		{append([]string{"--size", "1"}, secrets...), "--size"},
 	} {
