@@ -362,11 +362,16 @@ func (c *chaosRun) runMonkey(r *redistest.Server, redisURL, prefix string, rng *
 			c.nodes[i].kill()
 			restartAt[i] = time.Now().Add(time.Duration(500+rng.IntN(2500)) * time.Millisecond)
 			c.note("kill node")
-		case k < 4: // freeze Redis
+		case k < 3: // freeze Redis
 			r.Pause()
 			time.Sleep(time.Duration(1000+rng.IntN(1000)) * time.Millisecond)
 			r.Resume()
 			c.note("SIGSTOP redis")
+		case k < 4: // crash Redis; it comes back from its append-only file
+			r.Kill()
+			time.Sleep(time.Duration(500+rng.IntN(1000)) * time.Millisecond)
+			r.Restart()
+			c.note("SIGKILL redis")
 		case k < 7: // drop client sockets
 			for range 1 + rng.IntN(max(1, len(c.devices)/4)) {
 				if c.devices[rng.IntN(len(c.devices))].drop(rng.IntN(2) == 0) {
@@ -420,8 +425,8 @@ func (c *chaosRun) missing() []string {
 // Three nodes on one redis-server with appendfsync always; devices that
 // ack everything and reconnect to random nodes; publishers numbering their
 // messages to devices and groups through random nodes; a seeded monkey
-// that kills and restarts nodes, freezes Redis, drops client sockets and
-// takes sessions over. Afterwards every accepted message must have been
+// that kills and restarts nodes, freezes Redis, kills and restarts Redis,
+// drops client sockets and takes sessions over. Afterwards every accepted message must have been
 // delivered to, and acked by, every device it addressed.
 func TestChaos(t *testing.T) {
 	seed := *seedFlag
