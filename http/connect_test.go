@@ -1,6 +1,7 @@
 package http_test
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -133,6 +134,57 @@ func TestDrain(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
+}
+
+// TestDrainSpreadsCloses: a drain closes its sessions with 1001 one by one
+// over half of the shutdown deadline, not all at once, so that the devices
+// do not reconnect elsewhere in one wave.
+func TestDrainSpreadsCloses(t *testing.T) {
+	const devices = 20
+	n := MustOpenNode(t, "", nil)
+	type closed struct {
+		at  time.Time
+		err error
+	}
+	got := make(chan closed, devices)
+	for i := range devices {
+		d := n.Dial(t, MustToken(t, fmt.Sprintf("spread-%d", i)))
+		d.MustNext("welcome")
+		go func() {
+			for {
+				if _, err := d.Next(10 * time.Second); err != nil {
+					got <- closed{time.Now(), err}
+					return
+				}
+			}
+		}()
+	}
+	const deadline = 4 * time.Second // a window of about 2 s
+	ctx, cancel := contextWithTimeout(deadline)
+	defer cancel()
+	start := time.Now()
+	if err := n.Hub.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	var first, last time.Time
+	for range devices {
+		c := <-got
+		if ce, ok := c.err.(CloseError); !ok || ce.Code != 1001 {
+			t.Fatalf("a device ended with %v, want close 1001", c.err)
+		}
+		if first.IsZero() || c.at.Before(first) {
+			first = c.at
+		}
+		if c.at.After(last) {
+			last = c.at
+		}
+	}
+	// 20 closes a window/20 apart span 19/20 of the window (1.9 s); an
+	// unspread drain spans a few milliseconds.
+	if spread := last.Sub(first); spread < time.Second || last.Sub(start) > deadline {
+		t.Fatalf("closes spread over %v, the last %v after the drain began; want at least 1s, within %v", spread, last.Sub(start), deadline)
+	}
+	t.Logf("%d closes spread over %v", devices, last.Sub(first))
 }
 
 func TestBadTokens(t *testing.T) {
