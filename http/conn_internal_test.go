@@ -1,0 +1,49 @@
+package http
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// TestNoFrameAfterClose: a write that waited for the write lock while Close
+// held it must not follow the close frame (RFC 6455 section 5.5.1). Found by
+// TestModelDelivery.
+func TestNoFrameAfterClose(t *testing.T) {
+	a, b := net.Pipe()
+	var got bytes.Buffer
+	var rd sync.WaitGroup
+	rd.Add(1)
+	go func() { defer rd.Done(); _, _ = io.Copy(&got, b) }()
+	c := newConn(a, 1<<16)
+	c.wsem <- struct{}{} // a write in progress (a pong, say) holds the lock
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); c.Close(1000) }() // echoes the peer's close frame
+	time.Sleep(10 * time.Millisecond)
+	go func() { // a worker writes a delivery meanwhile
+		defer wg.Done()
+		_ = c.WriteText([][]byte{[]byte(`{"type":"message"}`)}, time.Now().Add(time.Second))
+	}()
+	time.Sleep(10 * time.Millisecond)
+	<-c.wsem // the write in progress ends
+	wg.Wait()
+	a.Close()
+	rd.Wait()
+	var ops []ws.OpCode
+	for r := bytes.NewReader(got.Bytes()); ; {
+		f, err := ws.ReadFrame(r)
+		if err != nil {
+			break
+		}
+		ops = append(ops, f.Header.OpCode)
+	}
+	if len(ops) == 0 || ops[len(ops)-1] != ws.OpClose {
+		t.Fatalf("frames written: %v; want the close frame last (RFC 6455 section 5.5.1)", ops)
+	}
+}

@@ -1,0 +1,493 @@
+package http_test
+
+// The store freeze of TestModelDelivery: the hub's store is the bolt store
+// behind frozenStore, which the freeze action stops for a while, and the
+// model's view of what a failed publish may have left behind.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"pgregory.net/rapid"
+
+	"github.com/tetherpush/tether"
+	"github.com/tetherpush/tether/token"
+)
+
+// mStoreTimeout is the hub's StoreTimeout in the model: a frozen call fails
+// by its deadline this soon.
+const mStoreTimeout = 200 * time.Millisecond
+
+// mRetryBackoff is how long a session leaves the store alone after a failed
+// call (hub: storeFailed), plus a margin for the scheduler.
+const mRetryBackoff = time.Second + 300*time.Millisecond
+
+// frozenStore delegates every call to the store behind it, except while
+// frozen. Then each call (Close aside) waits until the thaw or until its ctx
+// ends, and then answers ctx's error wrapped in tether.ErrUnavailable, as
+// the Store contract wants of a backend that does not answer in time. A
+// freeze comes in two kinds:
+//   - a stall holds the call before it reaches the store (a Redis pool
+//     wait, a bbolt lock): a call that failed did nothing;
+//   - a lost answer lets the store do the work and holds its answer (a
+//     Redis reply that comes after the deadline, a bbolt commit the caller
+//     stopped waiting for): a call that failed may have taken effect.
+type frozenStore struct {
+	held      atomic.Int64 // calls a freeze held
+	failures  atomic.Int64 // calls that answered unavailable, frozen or not
+	unplanned atomic.Int64 // of which not held by a freeze (a slow disk)
+	lastFail  atomic.Int64 // unix nanoseconds of the last of them
+
+	mu   sync.Mutex // guards following
+	s    tether.Store
+	thaw chan struct{} // closed by unfreeze; nil while not frozen
+	lose bool
+}
+
+var _ tether.Store = (*frozenStore)(nil)
+
+// use puts st behind f (a node restarted on a new store).
+func (f *frozenStore) use(st tether.Store) {
+	f.mu.Lock()
+	f.s = st
+	f.mu.Unlock()
+}
+
+// freeze stops the store; lose says whether the calls it holds do their
+// work first.
+func (f *frozenStore) freeze(lose bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.thaw == nil {
+		f.thaw = make(chan struct{})
+	}
+	f.lose = lose
+}
+
+// unfreeze releases the calls held and lets new ones through. Idempotent.
+func (f *frozenStore) unfreeze() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.thaw != nil {
+		close(f.thaw)
+		f.thaw = nil
+	}
+}
+
+// hold runs call on f's store, holding it while f is frozen, and counts
+// the calls that fail for want of an answer (not those cancelled: the
+// hub closing, a client gone).
+func hold[T any](f *frozenStore, ctx context.Context, op string, call func(tether.Store) (T, error)) (T, error) {
+	v, held, err := f.run(ctx, op, func(s tether.Store) (any, error) { return call(s) })
+	if err != nil && !errors.Is(err, context.Canceled) &&
+		(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, tether.ErrUnavailable)) {
+		f.lastFail.Store(time.Now().UnixNano())
+		f.failures.Add(1)
+		if !held {
+			f.unplanned.Add(1)
+		}
+	}
+	t, _ := v.(T)
+	return t, err
+}
+
+// run runs call, first holding it while f is frozen; held says whether it
+// was.
+func (f *frozenStore) run(ctx context.Context, op string, call func(tether.Store) (any, error)) (v any, held bool, err error) {
+	f.mu.Lock()
+	s, thaw, lose := f.s, f.thaw, f.lose
+	f.mu.Unlock()
+	if thaw == nil {
+		v, err = call(s)
+		return v, false, err
+	}
+	f.held.Add(1)
+	if lose {
+		v, err = call(s)
+	}
+	select {
+	case <-thaw:
+	case <-ctx.Done():
+		return nil, true, fmt.Errorf("frozen store %s: %w: %w", op, tether.ErrUnavailable, ctx.Err())
+	}
+	if !lose {
+		v, err = call(s)
+	}
+	return v, true, err
+}
+
+func (f *frozenStore) Publish(ctx context.Context, msgs []*tether.Message) ([]tether.PublishResult, error) {
+	return hold(f, ctx, "publish", func(s tether.Store) ([]tether.PublishResult, error) { return s.Publish(ctx, msgs) })
+}
+
+func (f *frozenStore) Join(ctx context.Context, device string, groups []string) error {
+	_, err := hold(f, ctx, "join", func(s tether.Store) (any, error) { return nil, s.Join(ctx, device, groups) })
+	return err
+}
+
+func (f *frozenStore) Leave(ctx context.Context, group, device string) error {
+	_, err := hold(f, ctx, "leave", func(s tether.Store) (any, error) { return nil, s.Leave(ctx, group, device) })
+	return err
+}
+
+func (f *frozenStore) Pending(ctx context.Context, device, after string, limit int, now time.Time) ([]tether.Delivery, error) {
+	return hold(f, ctx, "pending", func(s tether.Store) ([]tether.Delivery, error) { return s.Pending(ctx, device, after, limit, now) })
+}
+
+func (f *frozenStore) Sent(ctx context.Context, device string, ids []string) ([]int, error) {
+	return hold(f, ctx, "sent", func(s tether.Store) ([]int, error) { return s.Sent(ctx, device, ids) })
+}
+
+func (f *frozenStore) Ack(ctx context.Context, device string, ids []string, now time.Time) (int, error) {
+	return hold(f, ctx, "ack", func(s tether.Store) (int, error) { return s.Ack(ctx, device, ids, now) })
+}
+
+func (f *frozenStore) Kill(ctx context.Context, device string, ids []string) (int, error) {
+	return hold(f, ctx, "kill", func(s tether.Store) (int, error) { return s.Kill(ctx, device, ids) })
+}
+
+func (f *frozenStore) Expire(ctx context.Context, now, purgeBefore time.Time, limit int) (int, bool, error) {
+	type result struct {
+		n    int
+		more bool
+	}
+	r, err := hold(f, ctx, "expire", func(s tether.Store) (result, error) {
+		n, more, err := s.Expire(ctx, now, purgeBefore, limit)
+		return result{n, more}, err
+	})
+	return r.n, r.more, err
+}
+
+func (f *frozenStore) Message(ctx context.Context, id string) (tether.MessageStatus, error) {
+	return hold(f, ctx, "message", func(s tether.Store) (tether.MessageStatus, error) { return s.Message(ctx, id) })
+}
+
+func (f *frozenStore) Device(ctx context.Context, id string) (tether.DeviceInfo, error) {
+	return hold(f, ctx, "device", func(s tether.Store) (tether.DeviceInfo, error) { return s.Device(ctx, id) })
+}
+
+func (f *frozenStore) Group(ctx context.Context, id string) (tether.GroupInfo, error) {
+	return hold(f, ctx, "group", func(s tether.Store) (tether.GroupInfo, error) { return s.Group(ctx, id) })
+}
+
+func (f *frozenStore) Ping(ctx context.Context) error {
+	_, err := hold(f, ctx, "ping", func(s tether.Store) (any, error) { return nil, s.Ping(ctx) })
+	return err
+}
+
+// Close closes the store behind f at once, frozen or not.
+func (f *frozenStore) Close() error {
+	f.mu.Lock()
+	s := f.s
+	f.mu.Unlock()
+	return s.Close()
+}
+
+// outage reports whether a session may hold acks it could not store: the
+// store is frozen, or a call failed less than a session's retry backoff
+// ago. Until then the server may answer a ping before it stored the acks
+// read before it (a session backing off writes its control frames without
+// touching the store).
+func (m *model) outage() bool {
+	return m.frozen || time.Since(time.Unix(0, m.fs.lastFail.Load())) < mRetryBackoff
+}
+
+// settled returns when the sessions' retries after the last failed store
+// call are due, so that what they hold has been stored or sent again.
+func (m *model) settled() time.Time {
+	return time.Unix(0, m.fs.lastFail.Load()).Add(mRetryBackoff)
+}
+
+// freeze freezes the store (stalled or with its answers lost), runs a few
+// actions meanwhile and thaws it; then, as a backend told to retry, it
+// publishes again some of the keyed messages refused, and it may wait for
+// the sessions' retries to check the acks sent meanwhile. Meanwhile publishes
+// and connects must fail fast with 503 and Retry-After (SPEC section 2
+// rule 5, section 6), no connection may end unasked, and one the client
+// closes must still be closed by the server within about a second (rule 3).
+func (m *model) freeze() {
+	lose := rapid.Bool().Draw(m.t, "answers lost")
+	n := rapid.IntRange(0, 3).Draw(m.t, "frozen actions")
+	m.t.Logf("freeze the store (answers lost: %v)", lose)
+	m.st.freezes.Add(1)
+	m.fs.freeze(lose)
+	m.frozen = true
+	m.freezes++
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		a := rapid.SampledFrom([]string{
+			"receive", "publish", "ack", "ack", "sleep", "connect", "disconnect", "publishKey", "batch",
+		}).Draw(m.t, fmt.Sprintf("frozen action %d", i))
+		m.pump()
+		switch a {
+		case "ack": // one with something to ack, if any
+			if ds := m.ackable(); len(ds) > 0 {
+				m.ackOn(m.devices[rapid.SampledFrom(ds).Draw(m.t, "ack")])
+			}
+		case "receive", "disconnect":
+			if m.anyLive() {
+				m.step1(a)
+			}
+		case "connect":
+			m.connectRefused(m.drawDevice("connect"))
+		default:
+			m.step1(a)
+		}
+		m.pump()
+	}
+	m.fs.unfreeze()
+	m.frozen = false
+	m.st.frozenNS.Add(int64(time.Since(start)))
+	m.t.Logf("thaw")
+	for _, l := range slices.Clone(m.limbo) {
+		if l.freeze == m.freezes && l.key != "" && rapid.Bool().Draw(m.t, "retry") {
+			m.retry(l)
+		}
+	}
+	if len(m.outageAcks) > 0 && rapid.Bool().Draw(m.t, "await the retries") {
+		time.Sleep(time.Until(m.settled()))
+		m.pump()
+		m.checkOutageAcks()
+	}
+}
+
+// ackable returns the devices with a live connection and deliveries
+// received and not acked.
+func (m *model) ackable() []string {
+	var ds []string
+	for _, name := range mDevices {
+		d := m.devices[name]
+		for _, del := range d.ds {
+			if d.conn != nil && del.received > 0 && !del.ackSent {
+				ds = append(ds, name)
+				break
+			}
+		}
+	}
+	return ds
+}
+
+// connectRefused dials d during a freeze with a token naming some of the
+// groups d is already in (recording them again changes nothing, whatever the
+// store did with it): the node cannot record them before the welcome, so it
+// must refuse with 503 and Retry-After.
+func (m *model) connectRefused(d *mdev) {
+	var groups []string
+	for _, g := range mGroups {
+		if m.members[g][d.name] && rapid.Bool().Draw(m.t, "name "+g) {
+			groups = append(groups, g)
+		}
+	}
+	m.t.Logf("connect %s groups %v while frozen", d.name, groups)
+	start := time.Now()
+	dev, status, hdr, err := m.dial(d.name, groups)
+	if err == nil {
+		dev.Conn.Close()
+		m.t.Fatalf("%s: connected while the store was frozen, want 503", d.name)
+	}
+	m.checkRefusal("connect "+d.name, status, hdr, time.Since(start))
+}
+
+// dial opens a WebSocket connection of device with a token naming groups;
+// a refused upgrade returns its status and headers.
+func (m *model) dial(device string, groups []string) (*Device, int, http.Header, error) {
+	tok, err := token.Sign([]byte(testSecret), token.Claims{Device: device, Groups: groups, ExpiresAt: time.Now().Add(time.Hour)})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	status := 0
+	var hdr http.Header
+	dialer := ws.Dialer{
+		Header:    ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + tok}}),
+		Protocols: []string{"tether.v1"},
+		Timeout:   mWait,
+		OnStatusError: func(st int, _ []byte, resp io.Reader) {
+			status = st
+			if r, err := http.ReadResponse(bufio.NewReader(resp), nil); err == nil {
+				hdr = r.Header
+			}
+		},
+	}
+	c, br, _, err := dialer.Dial(context.Background(), m.node.WSURL+"/v1/connect")
+	if err != nil {
+		return nil, status, hdr, err
+	}
+	var r io.Reader = c
+	if br != nil { // the welcome may have arrived with the handshake
+		r = io.MultiReader(br, c)
+	}
+	return &Device{Conn: c, r: r}, 101, nil, nil
+}
+
+// checkRefusal checks an answer to a request the store could not serve:
+// 503 with Retry-After, within about the store timeout while frozen.
+func (m *model) checkRefusal(what string, status int, hdr http.Header, took time.Duration) {
+	m.st.refused.Add(1)
+	ra, err := strconv.Atoi(hdr.Get("Retry-After"))
+	if status != http.StatusServiceUnavailable || err != nil || ra < 1 {
+		m.t.Fatalf("%s: status %d, Retry-After %q; want 503 with Retry-After in seconds", what, status, hdr.Get("Retry-After"))
+	}
+	if limit := mStoreTimeout + 2*time.Second; m.frozen && took > limit {
+		m.t.Fatalf("%s: refused after %v, want within %v (store timeout %v)", what, took, limit, mStoreTimeout)
+	}
+}
+
+// ---- publishes that answered 503
+
+// mlimbo is a message whose publish answered 503: the store may hold it or
+// not. It may arrive, never must; finish still wants every device's store
+// empty, so if it is there it must be delivered. Its publish order is that
+// of the request, unless a retry refused too made it uncertain.
+type mlimbo struct {
+	freeze     int // the model's freeze that refused it; 0: none
+	req        map[string]any
+	target     string
+	key        string
+	data       string
+	seq        int
+	unordered  bool
+	recipients map[string]bool
+}
+
+// refusedPublish checks a 503 answer to a publish of reqs and keeps them
+// in limbo. Outside a freeze a 503 is allowed only when a store call failed
+// meanwhile (a slow disk).
+func (m *model) refusedPublish(what string, reqs []map[string]any, hdr http.Header, fails int64, took time.Duration) {
+	if !m.frozen && m.fs.failures.Load() == fails {
+		m.t.Fatalf("%s: 503 while the store answered every call", what)
+	}
+	m.checkRefusal(what, http.StatusServiceUnavailable, hdr, took)
+	for _, req := range reqs {
+		m.seq++
+		target := req["target"].(string)
+		key, _ := req["id"].(string)
+		if key != "" && m.idem[target+" "+key] != nil {
+			continue // a repeat of an accepted message: nothing new to store
+		}
+		data := dataOf(req)
+		if l := m.limboKeyed(target, key); l != nil {
+			if l.data == data { // a retry refused again: stored then or now
+				l.seq, l.unordered = m.seq, true
+			}
+			continue // else a later one of a batch: a duplicate if stored
+		}
+		freeze := 0
+		if m.frozen {
+			freeze = m.freezes
+		}
+		l := &mlimbo{freeze: freeze, req: req, target: target, key: key, data: data, seq: m.seq, recipients: m.recipientsOf(target)}
+		m.limbo = append(m.limbo, l)
+		m.st.limbo.Add(1)
+		m.t.Logf("publish %s key %q data %s refused: in limbo to %v", target, key, data, keys(l.recipients))
+	}
+}
+
+// limboKeyed returns the message in limbo published to target with client
+// id key, if any.
+func (m *model) limboKeyed(target, key string) *mlimbo {
+	for _, l := range m.limbo {
+		if key != "" && l.target == target && l.key == key {
+			return l
+		}
+	}
+	return nil
+}
+
+// retry publishes l's request again, as a backend does after a 503: the
+// answer tells whether the first publish was stored (200, duplicate) or
+// not (202).
+func (m *model) retry(l *mlimbo) {
+	m.t.Logf("retry publish %s key %q data %s", l.target, l.key, l.data)
+	m.publishReq(l.req)
+}
+
+// adopt makes l a message of the model with id: the store holds it. The
+// hub woke nobody when it was stored (its publish failed, or a repeat found
+// it), so live sessions may not fetch it (see drain).
+func (m *model) adopt(l *mlimbo, id, how string) *mmsg {
+	if m.byID[id] != nil {
+		m.t.Fatalf("message %s (%s data %s, refused) has the id of message #%d", id, l.target, l.data, m.byID[id].seq)
+	}
+	m.limbo = slices.DeleteFunc(m.limbo, func(x *mlimbo) bool { return x == l })
+	mm := &mmsg{id: id, target: l.target, data: l.data, seq: l.seq, recipients: l.recipients, unordered: l.unordered, quiet: true}
+	m.msgs = append(m.msgs, mm)
+	m.byID[id] = mm
+	if l.key != "" {
+		m.idem[l.target+" "+l.key] = mm
+	}
+	for d := range l.recipients {
+		m.devices[d].ds[id] = &mdel{msg: mm, attempts: map[int]bool{}}
+	}
+	m.st.limboStored.Add(1)
+	m.t.Logf("refused publish #%d %s data %s was stored: %s to %v (%s)", l.seq, l.target, l.data, id, keys(l.recipients), how)
+	return mm
+}
+
+// adoptArrival finds the message in limbo that f, received by d, is.
+func (m *model) adoptArrival(d *mdev, f Frame) *mdel {
+	for _, l := range m.limbo {
+		if l.target == f.Target && l.data == string(f.Data) && l.recipients[d.name] {
+			m.adopt(l, f.ID, "it reached "+d.name)
+			return d.ds[f.ID]
+		}
+	}
+	return nil
+}
+
+// resolveKeyed settles the message in limbo with target and key, if any,
+// by the answer to a later publish with the same client id: 200 duplicate
+// names the stored message, 202 says it was not stored. It reports
+// whether the answer was the limbo message's.
+func (m *model) resolveKeyed(target, key string, code int, out publishOut) bool {
+	l := m.limboKeyed(target, key)
+	if l == nil {
+		return false
+	}
+	if code == http.StatusOK && out.Duplicate {
+		mm := m.adopt(l, out.ID, "a repeat was its duplicate")
+		mm.accepted = true
+		m.st.duplicates.Add(1)
+		if *out.Recipients != len(l.recipients) {
+			m.t.Fatalf("repeat of %s %q: duplicate of %s with %d recipients, want %d %v", target, key, out.ID, *out.Recipients, len(l.recipients), keys(l.recipients))
+		}
+		return true
+	}
+	m.limbo = slices.DeleteFunc(m.limbo, func(x *mlimbo) bool { return x == l })
+	m.st.limboAbsent.Add(1)
+	m.t.Logf("refused publish #%d %s key %q was not stored: a repeat was new", l.seq, target, key)
+	return false
+}
+
+// limboFor reports whether a message in limbo is addressed to d.
+func (m *model) limboFor(d *mdev) bool {
+	for _, l := range m.limbo {
+		if l.recipients[d.name] {
+			return true
+		}
+	}
+	return false
+}
+
+// recipientsOf returns the devices target addresses now.
+func (m *model) recipientsOf(target string) map[string]bool {
+	rcpt := map[string]bool{}
+	if name, ok := strings.CutPrefix(target, "device:"); ok {
+		rcpt[name] = true
+		return rcpt
+	}
+	for d := range m.members[strings.TrimPrefix(target, "group:")] {
+		rcpt[d] = true
+	}
+	return rcpt
+}

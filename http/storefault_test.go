@@ -1,0 +1,123 @@
+package http_test
+
+// Store faults around a session's end, found by TestModelDelivery: the node
+// runs on a bolt store behind frozenStore (model_freeze_test.go).
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/tetherpush/tether/bolt"
+	tetherhttp "github.com/tetherpush/tether/http"
+	"github.com/tetherpush/tether/hub"
+)
+
+// openFrozenNode starts a node whose store calls fail after 300 ms while
+// the returned frozenStore is frozen.
+func openFrozenNode(t *testing.T) (*Node, *frozenStore) {
+	dir := t.TempDir()
+	st, err := bolt.Open(filepath.Join(dir, "tether.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := &frozenStore{}
+	fs.use(st)
+	hc := hub.Config{Node: "n1", Heartbeat: 5 * time.Second, AckTimeout: 5 * time.Second, StoreTimeout: 300 * time.Millisecond, Workers: 4}
+	sc := tetherhttp.Config{Listen: "127.0.0.1:0", AdminListen: "-", TokenSecret: []byte(testSecret), APIKey: testAPIKey, IO: *ioMode}
+	h := hub.New(fs, hc)
+	if err := h.Open(); err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	srv := tetherhttp.NewServer(h, sc)
+	if err := srv.Open(); err != nil {
+		h.Close()
+		st.Close()
+		t.Fatal(err)
+	}
+	n := &Node{Hub: h, Server: srv, Store: st, URL: "http://" + srv.Addr(), WSURL: "ws://" + srv.Addr(), Dir: dir}
+	t.Cleanup(func() { fs.unfreeze(); n.Close() })
+	return n, fs
+}
+
+// firstState returns the state of message id's first delivery.
+func firstState(t *testing.T, n *Node, id string) string {
+	t.Helper()
+	ms, err := n.Store.Message(context.Background(), id)
+	if err != nil || len(ms.Deliveries) == 0 {
+		t.Fatalf("message %s: %+v, %v", id, ms, err)
+	}
+	return string(ms.Deliveries[0].State)
+}
+
+// TestAcksOfSessionClosedInBackoff: a session that closes while it backs
+// off after a failed ack flush stores those acks once the backoff ends.
+func TestAcksOfSessionClosedInBackoff(t *testing.T) {
+	n, fs := openFrozenNode(t)
+	d := n.Dial(t, MustToken(t, "d0"))
+	d.MustNext("welcome")
+	id := n.Publish(t, "device:d0", 1)
+	d.MustNext("message")
+	fs.freeze(false)
+	d.Ack(id)                          // its flush fails after 300 ms: 1 s backoff
+	time.Sleep(500 * time.Millisecond) // the flush has failed
+	fs.unfreeze()
+	d.SendFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "")))
+	d.MustClose(1000, 5*time.Second)
+	eventually(t, 3*time.Second, "the ack stored after the backoff", func() bool { return firstState(t, n, id) == "acked" })
+}
+
+// TestShutdownWaitsForAckRetry: a graceful Shutdown that returns nil has
+// stored the acks of sessions closed earlier, including those waiting to
+// retry after a store error.
+func TestShutdownWaitsForAckRetry(t *testing.T) {
+	n, fs := openFrozenNode(t)
+	d := n.Dial(t, MustToken(t, "d0"))
+	d.MustNext("welcome")
+	id := n.Publish(t, "device:d0", 1)
+	d.MustNext("message")
+	fs.freeze(false)
+	d.Ack(id)
+	d.SendFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "")))
+	d.MustClose(1000, 5*time.Second)
+	time.Sleep(500 * time.Millisecond) // the flush at close has failed: retry in 1 s
+	fs.unfreeze()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := n.Hub.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if got := firstState(t, n, id); got != "acked" {
+		t.Fatalf("delivery %s acked before a close handshake: %q after a graceful shutdown that returned nil, want acked", id, got)
+	}
+}
+
+// TestDuplicatePublishWakesRecipient: a publish whose answer was lost to a
+// store timeout (503) may have been stored without waking anyone; its
+// retry, answered 200 duplicate, wakes the online recipient.
+func TestDuplicatePublishWakesRecipient(t *testing.T) {
+	n, fs := openFrozenNode(t)
+	d := n.Dial(t, MustToken(t, "d0"))
+	d.MustNext("welcome")
+	req := map[string]any{"target": "device:d0", "data": 1, "id": "k"}
+	fs.freeze(true) // answers lost: the store keeps the message
+	if code := n.API(t, "POST", "/v1/messages", req, nil); code != 503 {
+		t.Fatalf("publish while frozen: %d, want 503", code)
+	}
+	fs.unfreeze()
+	var out struct {
+		ID        string
+		Duplicate bool
+	}
+	if code := n.API(t, "POST", "/v1/messages", req, &out); code != 200 || !out.Duplicate {
+		t.Fatalf("retry: %d %+v, want 200 duplicate", code, out)
+	}
+	f, err := d.Next(3 * time.Second)
+	if err != nil || f.Type != "message" || f.ID != out.ID {
+		t.Fatalf("online device d0 got %+v, %v within 3 s of the 200 for %s (store: %s), want the message", f, err, out.ID, firstState(t, n, out.ID))
+	}
+}
