@@ -41,8 +41,11 @@ type conn struct {
 	wsem     chan struct{} // write lock
 	closing  atomic.Bool
 	once     sync.Once
-	onClose  func() // set by the poller: watch the close grace period
 	onFinish func() // called once when the socket is closed
+
+	hookMu   sync.Mutex // guards onClose and closed
+	onClose  func()     // set by the poller: watch the close grace period
+	closed   bool       // Close has reached the point where it calls onClose
 	finished atomic.Bool
 
 	msg        []byte // a fragmented text message being assembled
@@ -122,6 +125,9 @@ func (c *conn) write(p []byte, deadline time.Time) error {
 		return os.ErrDeadlineExceeded
 	}
 	defer c.unlock()
+	if c.closing.Load() { // Close wrote the close frame while this waited
+		return net.ErrClosed
+	}
 	_ = c.c.SetWriteDeadline(deadline)
 	_, err := c.c.Write(p)
 	return err
@@ -146,10 +152,31 @@ func (c *conn) Close(code int) {
 			_ = cw.CloseWrite()
 		}
 		_ = c.c.SetReadDeadline(time.Now().Add(closeGrace))
-		if c.onClose != nil {
-			c.onClose()
+		c.hookMu.Lock()
+		c.closed = true
+		hook := c.onClose
+		c.hookMu.Unlock()
+		if hook != nil {
+			hook()
 		}
 	})
+}
+
+// setOnClose sets the hook Close calls once it has sent its close frame
+// (nil: none) and reports whether Close had already passed that point, in
+// which case the caller must do what the hook does itself.
+func (c *conn) setOnClose(hook func()) (closed bool) {
+	c.hookMu.Lock()
+	defer c.hookMu.Unlock()
+	c.onClose = hook
+	return c.closed
+}
+
+// polled reports whether the poller reads this connection.
+func (c *conn) polled() bool {
+	c.hookMu.Lock()
+	defer c.hookMu.Unlock()
+	return c.onClose != nil
 }
 
 // finish closes the socket; only the reader (or the poller) calls it, once
@@ -331,7 +358,7 @@ func (c *conn) endWith(sess *hub.Session, err error) {
 // (set by Close) passes.
 func (c *conn) drain(sess *hub.Session) {
 	sess.Ended()
-	if c.onClose != nil {
+	if c.polled() {
 		return // the poller reads on until the peer ends or the grace passes
 	}
 	var b [512]byte

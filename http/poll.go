@@ -87,14 +87,30 @@ func (p *poller) add(c *conn, sess *hub.Session, early []byte) error {
 		return err
 	}
 	pc := &pconn{conn: c, sess: sess, raw: raw, buf: early}
-	c.onClose = func() { p.startGrace(pc) }
+	// The hook is set before the socket is registered: from the first
+	// event on, the shared frame handling must see a polled connection.
+	// The session is attached already, so a takeover or the hub may have
+	// closed it meanwhile; then its grace period starts here.
+	closed := c.setOnClose(func() { p.startGrace(pc) })
+	if err := p.register(pc); err != nil {
+		c.setOnClose(nil) // the caller reads with a goroutine instead
+		return err
+	}
+	if closed {
+		p.startGrace(pc)
+	}
+	return nil
+}
+
+// register adds pc's socket to the epoll set.
+func (p *poller) register(pc *pconn) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return net.ErrClosed
 	}
 	var cerr error
-	err = raw.Control(func(fd uintptr) {
+	err := pc.raw.Control(func(fd uintptr) {
 		pc.fd = int(fd)
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(fd)}
 		cerr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
