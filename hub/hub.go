@@ -112,6 +112,7 @@ type Hub struct {
 
 	mu       sync.Mutex // guards following
 	sessions map[string]*Session
+	ending   map[*Session]struct{} // closed, acks not yet stored
 	draining bool
 	nextID   uint64
 	ready    readyCache
@@ -125,6 +126,7 @@ func New(st tether.Store, cfg Config) *Hub {
 		log:      cfg.Logger,
 		m:        cfg.Metrics,
 		sessions: make(map[string]*Session),
+		ending:   make(map[*Session]struct{}),
 	}
 	h.store = &store{s: st, timeout: cfg.StoreTimeout, m: cfg.Metrics}
 	if cfg.Fleet != nil {
@@ -194,8 +196,9 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	if err := h.closeSpread(ctx, list, window); err != nil {
 		return err
 	}
-	// Wait until every closed session has flushed its acks.
-	for !h.queue.idle() {
+	// Wait until every closed session has stored its acks, including
+	// those that wait out a store error's backoff.
+	for !h.queue.idle() || h.endingCount() > 0 {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -203,6 +206,13 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		}
 	}
 	return h.Close()
+}
+
+// endingCount returns how many closed sessions have acks to store.
+func (h *Hub) endingCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.ending)
 }
 
 // closeSpread closes sessions with 1001, spread evenly over window.
@@ -255,14 +265,34 @@ func (h *Hub) Publish(ctx context.Context, msgs []*tether.Message) ([]tether.Pub
 	}
 	var remote []string
 	for _, r := range res {
+		devices := r.Devices
 		if r.Duplicate {
-			continue
+			devices = h.waiting(ctx, r.ID)
+		} else {
+			h.m.Published.Inc()
 		}
-		h.m.Published.Inc()
-		remote = append(remote, h.notify(r.Devices)...)
+		remote = append(remote, h.notify(devices)...)
 	}
 	h.wakeRemote(ctx, remote)
 	return res, nil
+}
+
+// waiting returns the devices for which message id is still to be sent or
+// acked. A retried publish answered as a duplicate uses it to wake them:
+// the first attempt may have been stored without waking anyone (its
+// answer lost to a store timeout). Best effort: nil when the store fails.
+func (h *Hub) waiting(ctx context.Context, id string) []string {
+	ms, err := h.store.Message(ctx, id)
+	if err != nil {
+		return nil
+	}
+	var devices []string
+	for _, d := range ms.Deliveries {
+		if d.State == tether.StatePending || d.State == tether.StateInflight {
+			devices = append(devices, d.Device)
+		}
+	}
+	return devices
 }
 
 // notify wakes the sessions of devices connected here and returns the

@@ -239,6 +239,7 @@ func (s *Session) Close(code int) {
 	if h.sessions[s.device] == s {
 		delete(h.sessions, s.device)
 	}
+	h.ending[s] = struct{}{} // until its acks are stored
 	h.m.Connections.Set(float64(len(h.sessions)))
 	h.mu.Unlock()
 	h.sched.set(s, time.Time{})
@@ -334,6 +335,7 @@ func (s *Session) step(ctx context.Context) {
 		storeOK = false
 	}
 	if closed {
+		s.ended()
 		return
 	}
 	if !s.checkToken(now) {
@@ -357,6 +359,22 @@ func (s *Session) step(ctx context.Context) {
 	s.schedule()
 }
 
+// ended finishes a closed session's pass: once its acks are stored it
+// leaves the hub's ending set; while it holds some (a store error's backoff)
+// it runs again when the backoff ends.
+func (s *Session) ended() {
+	s.mu.Lock()
+	held, at := len(s.acks) > 0, s.retryAt
+	s.mu.Unlock()
+	if held {
+		s.hub.sched.set(s, at)
+		return
+	}
+	s.hub.mu.Lock()
+	delete(s.hub.ending, s)
+	s.hub.mu.Unlock()
+}
+
 // storeFailed backs the session's store work off for a second.
 func (s *Session) storeFailed(op string, err error) {
 	if !errors.Is(err, context.Canceled) {
@@ -374,10 +392,7 @@ func (s *Session) flushAcks(ctx context.Context, ids []string, now time.Time) bo
 		s.mu.Lock()
 		s.acks = append(ids, s.acks...)
 		s.mu.Unlock()
-		s.storeFailed("ack", err)
-		if s.isClosed() { // nobody else will wake a closed session
-			s.hub.sched.set(s, time.Now().Add(time.Second))
-		}
+		s.storeFailed("ack", err) // a closed session retries in ended
 		return false
 	}
 	s.hub.m.Acks.Add(float64(n))
