@@ -54,16 +54,23 @@ func firstState(t *testing.T, n *Node, id string) string {
 	return string(ms.Deliveries[0].State)
 }
 
-// TestAcksOfSessionClosedInBackoff: a session that closes while it backs
-// off after a failed ack flush stores those acks once the backoff ends.
-func TestAcksOfSessionClosedInBackoff(t *testing.T) {
+// ackWhileFrozen connects device d0, publishes a message to it and acks it
+// with the store frozen (stalled): the ack's flush will fail.
+func ackWhileFrozen(t *testing.T) (*Node, *frozenStore, *Device, string) {
 	n, fs := openFrozenNode(t)
 	d := n.Dial(t, MustToken(t, "d0"))
 	d.MustNext("welcome")
 	id := n.Publish(t, "device:d0", 1)
 	d.MustNext("message")
 	fs.freeze(false)
-	d.Ack(id)                          // its flush fails after 300 ms: 1 s backoff
+	d.Ack(id)
+	return n, fs, d, id
+}
+
+// TestAcksOfSessionClosedInBackoff: a session that closes while it backs
+// off after a failed ack flush stores those acks once the backoff ends.
+func TestAcksOfSessionClosedInBackoff(t *testing.T) {
+	n, fs, d, id := ackWhileFrozen(t)  // its flush fails after 300 ms: 1 s backoff
 	time.Sleep(500 * time.Millisecond) // the flush has failed
 	fs.unfreeze()
 	d.SendFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "")))
@@ -75,13 +82,7 @@ func TestAcksOfSessionClosedInBackoff(t *testing.T) {
 // stored the acks of sessions closed earlier, including those waiting to
 // retry after a store error.
 func TestShutdownWaitsForAckRetry(t *testing.T) {
-	n, fs := openFrozenNode(t)
-	d := n.Dial(t, MustToken(t, "d0"))
-	d.MustNext("welcome")
-	id := n.Publish(t, "device:d0", 1)
-	d.MustNext("message")
-	fs.freeze(false)
-	d.Ack(id)
+	n, fs, d, id := ackWhileFrozen(t)
 	d.SendFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "")))
 	d.MustClose(1000, 5*time.Second)
 	time.Sleep(500 * time.Millisecond) // the flush at close has failed: retry in 1 s
