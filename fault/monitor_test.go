@@ -2,9 +2,9 @@ package fault_test
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -99,8 +99,8 @@ func (m *monitor) sample(heap bool) {
 		}
 	}
 	m.firstSeen = seen
-	if s := rep.State("CLOSE_WAIT"); s.Local > m.maxCW {
-		m.maxCW, m.maxRecvQ = s.Local, s.RecvQ
+	if len(cw) > m.maxCW {
+		m.maxCW, m.maxRecvQ = len(cw), rep.State("CLOSE_WAIT").RecvQ
 	}
 	m.maxG = max(m.maxG, g)
 	m.maxFDs = max(m.maxFDs, fds)
@@ -136,8 +136,13 @@ func firstErr(errs ...error) error {
 }
 
 // closeWaitSockets returns "local remote" of every socket in CLOSE_WAIT
-// whose local port is port, from /proc/net/tcp and tcp6.
+// whose local address is 127.0.0.1:port, from /proc/net/tcp and tcp6.
 func closeWaitSockets(port int) ([]string, error) {
+	// Only server sockets of 127.0.0.1:port (also as an IPv4-mapped IPv6
+	// address): other processes' sockets on other loopback addresses may
+	// use the same port number.
+	local4 := fmt.Sprintf("0100007F:%04X", port)
+	local6 := fmt.Sprintf("0000000000000000FFFF00000100007F:%04X", port)
 	var out []string
 	for _, name := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		f, err := os.Open(name)
@@ -153,8 +158,7 @@ func closeWaitSockets(port int) ([]string, error) {
 			if len(fl) < 4 || fl[3] != "08" { // TCP_CLOSE_WAIT
 				continue
 			}
-			_, lp, _ := strings.Cut(fl[1], ":")
-			if p, err := strconv.ParseUint(lp, 16, 16); err != nil || int(p) != port {
+			if fl[1] != local4 && fl[1] != local6 {
 				continue
 			}
 			out = append(out, fl[1]+" "+fl[2])
