@@ -17,6 +17,39 @@ type Message struct {
 	ExpiresAt   time.Time
 }
 
+// MaxMessageIDLength bounds message ids a store accepts (the gateway
+// assigns ULIDs, 26 bytes).
+const MaxMessageIDLength = 256
+
+// CheckStorable returns an EInvalid error for a message no store accepts:
+// the checks every Store.Publish makes before it writes anything.
+func CheckStorable(m *Message) error {
+	switch {
+	case m == nil:
+		return Errorf(EInvalid, "message: nil")
+	case m.ID == "" || len(m.ID) > MaxMessageIDLength:
+		return Errorf(EInvalid, "message id: must be 1-%d bytes", MaxMessageIDLength)
+	case m.Target.Kind != KindDevice && m.Target.Kind != KindGroup:
+		return Errorf(EInvalid, "message %s: target kind must be device or group", m.ID)
+	case !validTime(m.PublishedAt) || !validTime(m.ExpiresAt):
+		return Errorf(EInvalid, "message %s: published_at and expires_at must be set (years 1678-2261)", m.ID)
+	case !m.ExpiresAt.After(m.PublishedAt):
+		return Errorf(EInvalid, "message %s: expires_at must be after published_at", m.ID)
+	}
+	if err := CheckID(string(m.Target.Kind), m.Target.ID); err != nil {
+		return err
+	}
+	if m.ClientID != "" {
+		return CheckID("client message", m.ClientID)
+	}
+	return nil
+}
+
+// validTime reports whether t is set and fits UnixNano.
+func validTime(t time.Time) bool {
+	return !t.IsZero() && t.Year() >= 1678 && t.Year() < 2262
+}
+
 // PublishResult is what a store answers for one published message.
 type PublishResult struct {
 	// ID is the message id; for a duplicate, the id of the original.

@@ -41,10 +41,6 @@ const (
 	DefaultQueueSize = 1024
 )
 
-// maxMessageIDLength bounds server-assigned message ids (bbolt keys are at
-// most 32 KiB; ids are ULIDs in practice).
-const maxMessageIDLength = 256
-
 // Options configures a Store. A zero field means the matching default.
 type Options struct {
 	// OpenTimeout bounds the wait for the file lock; zero means

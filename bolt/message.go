@@ -38,7 +38,7 @@ func bucketsOf(tx *bolt.Tx) buckets {
 func (s *Store) Publish(ctx context.Context, msgs []*tether.Message) ([]tether.PublishResult, error) {
 	recs := make([][]byte, len(msgs))
 	for i, m := range msgs {
-		if err := checkMessage(m); err != nil {
+		if err := tether.CheckStorable(m); err != nil {
 			return nil, err
 		}
 		recs[i] = encodeMessage(m)
@@ -63,35 +63,6 @@ func (s *Store) Publish(ctx context.Context, msgs []*tether.Message) ([]tether.P
 		return nil, err
 	}
 	return results, nil
-}
-
-// checkMessage returns an EInvalid error for a message the store cannot
-// accept.
-func checkMessage(m *tether.Message) error {
-	switch {
-	case m == nil:
-		return tether.Errorf(tether.EInvalid, "message: nil")
-	case m.ID == "" || len(m.ID) > maxMessageIDLength:
-		return tether.Errorf(tether.EInvalid, "message id: must be 1-%d bytes", maxMessageIDLength)
-	case m.Target.Kind != tether.KindDevice && m.Target.Kind != tether.KindGroup:
-		return tether.Errorf(tether.EInvalid, "message %s: target kind must be device or group", m.ID)
-	case !validTime(m.PublishedAt) || !validTime(m.ExpiresAt):
-		return tether.Errorf(tether.EInvalid, "message %s: published_at and expires_at must be set (years 1678-2261)", m.ID)
-	case !m.ExpiresAt.After(m.PublishedAt):
-		return tether.Errorf(tether.EInvalid, "message %s: expires_at must be after published_at", m.ID)
-	}
-	if err := tether.CheckID(string(m.Target.Kind), m.Target.ID); err != nil {
-		return err
-	}
-	if m.ClientID != "" {
-		return tether.CheckID("client message", m.ClientID)
-	}
-	return nil
-}
-
-// validTime reports whether t is set and fits UnixNano.
-func validTime(t time.Time) bool {
-	return !t.IsZero() && t.Year() >= 1678 && t.Year() < 2262
 }
 
 // publish stores one message unless it is a duplicate.

@@ -5,15 +5,11 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"time"
 
 	"github.com/redis/rueidis"
 
 	"github.com/tetherpush/tether"
 )
-
-// maxMessageIDLength bounds message ids (they are ULIDs in practice).
-const maxMessageIDLength = 256
 
 // Publish stores msgs and one pending delivery per addressed device, and
 // returns once every write has been acknowledged by Redis. See
@@ -41,7 +37,7 @@ const maxMessageIDLength = 256
 // is sent.
 func (s *Store) Publish(ctx context.Context, msgs []*tether.Message) ([]tether.PublishResult, error) {
 	for _, m := range msgs {
-		if err := checkMessage(m); err != nil {
+		if err := tether.CheckStorable(m); err != nil {
 			return nil, err
 		}
 	}
@@ -56,35 +52,6 @@ func (s *Store) Publish(ctx context.Context, msgs []*tether.Message) ([]tether.P
 		}
 	}
 	return p.results, nil
-}
-
-// checkMessage returns an EInvalid error for a message the store cannot
-// accept.
-func checkMessage(m *tether.Message) error {
-	switch {
-	case m == nil:
-		return tether.Errorf(tether.EInvalid, "message: nil")
-	case m.ID == "" || len(m.ID) > maxMessageIDLength:
-		return tether.Errorf(tether.EInvalid, "message id: must be 1-%d bytes", maxMessageIDLength)
-	case m.Target.Kind != tether.KindDevice && m.Target.Kind != tether.KindGroup:
-		return tether.Errorf(tether.EInvalid, "message %s: target kind must be device or group", m.ID)
-	case !validTime(m.PublishedAt) || !validTime(m.ExpiresAt):
-		return tether.Errorf(tether.EInvalid, "message %s: published_at and expires_at must be set (years 1678-2261)", m.ID)
-	case !m.ExpiresAt.After(m.PublishedAt):
-		return tether.Errorf(tether.EInvalid, "message %s: expires_at must be after published_at", m.ID)
-	}
-	if err := tether.CheckID(string(m.Target.Kind), m.Target.ID); err != nil {
-		return err
-	}
-	if m.ClientID != "" {
-		return tether.CheckID("client message", m.ClientID)
-	}
-	return nil
-}
-
-// validTime reports whether t is set and fits UnixNano.
-func validTime(t time.Time) bool {
-	return !t.IsZero() && t.Year() >= 1678 && t.Year() < 2262
 }
 
 // publish is one Publish call in progress.
