@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -124,7 +123,7 @@ func parseCheck(args []string, getenv func(string) string, help io.Writer) (chec
 	f.Int(&c.Parallel, "parallel", check.DefaultParallel, "handshakes at once")
 	f.Bool(&c.Insecure, "insecure", false, "wss: do not verify the server's certificate")
 	f.Bool(&c.JSON, "json", false, "print the report as one JSON object")
-	urls, err := parseCheckArgs(f, args)
+	urls, err := f.parseInterspersed(args)
 	if err != nil {
 		return c, err
 	}
@@ -148,32 +147,6 @@ func parseCheck(args []string, getenv func(string) string, help io.Writer) (chec
 		c.TLS = &tls.Config{InsecureSkipVerify: true}
 	}
 	return c, c.Validate()
-}
-
-// parseCheckArgs parses flags given before and after the arguments
-// (tether check ws://… --conns 10; everything after -- is an argument),
-// then the environment once, and returns the arguments.
-func parseCheckArgs(f *flagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := f.fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				f.usage(f.help)
-			}
-			return nil, err
-		}
-		rest := f.fs.Args()
-		if len(rest) == 0 {
-			break
-		}
-		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
-			pos = append(pos, rest...)
-			break
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
-	return pos, f.parse(nil) // the environment, for the flags not given
 }
 
 // readTokens reads a --tokens file: one token a line; blank lines and lines

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -86,7 +85,7 @@ func parseDoctorGoroutines(args []string, getenv func(string) string, help io.Wr
 	f.Bool(&c.JSON, "json", false, "print the report as JSON")
 	f.Int(&c.Top, "top", doctor.DefaultTextPlaces, "places to list in the text report (groups: half as many)")
 	f.Duration(&c.Timeout, "timeout", defaultDoctorTimeout, "give up on a URL that has not sent the whole dump within this `duration`")
-	pos, err := parseDoctorArgs(f, args)
+	pos, err := f.parseInterspersed(args)
 	if err != nil {
 		return c, err
 	}
@@ -102,33 +101,6 @@ func parseDoctorGoroutines(args []string, getenv func(string) string, help io.Wr
 	}
 	c.Source = pos[0]
 	return c, nil
-}
-
-// parseDoctorArgs parses flags given before, between and after the
-// arguments (tether doctor goroutines dump.txt --json), then the
-// environment, and returns the arguments. Everything after "--" is an
-// argument.
-func parseDoctorArgs(f *flagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := f.fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				f.usage(f.help)
-			}
-			return nil, err
-		}
-		rest := f.fs.Args()
-		if len(rest) == 0 {
-			break
-		}
-		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
-			pos = append(pos, rest...)
-			break
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
-	return pos, f.parse(nil) // the environment, for the flags not given
 }
 
 func doctorGoroutinesMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
@@ -290,7 +262,7 @@ func parseDoctorSockets(args []string, getenv func(string) string, help io.Write
 	f := newFlagSet("doctor sockets", "doctor sockets --port P [--json]", doctorSocketsAbout, getenv, help)
 	f.Int(&c.Port, "port", 0, "TCP `port` to count the sockets of")
 	f.Bool(&c.JSON, "json", false, "print the counts as JSON")
-	pos, err := parseDoctorArgs(f, args)
+	pos, err := f.parseInterspersed(args)
 	if err != nil {
 		return c, err
 	}

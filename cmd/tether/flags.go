@@ -104,6 +104,33 @@ func (f *flagSet) parse(args []string) error {
 // args returns the arguments left after the flags.
 func (f *flagSet) args() []string { return f.fs.Args() }
 
+// parseInterspersed parses flags given before, between and after the
+// arguments (tether doctor goroutines dump.txt --json; tether check ws://…
+// --conns 10), then the environment once for the flags not given, and
+// returns the arguments. Everything after "--" is an argument.
+func (f *flagSet) parseInterspersed(args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := f.fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				f.usage(f.help)
+			}
+			return nil, err
+		}
+		rest := f.fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	return pos, f.parse(nil)
+}
+
 // noArgs returns an error when arguments are left after the flags.
 func (f *flagSet) noArgs() error {
 	if f.fs.NArg() > 0 {
