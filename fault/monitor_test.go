@@ -5,12 +5,11 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/tetherpush/tether/doctor"
 )
 
 // monitor samples, every 100 ms, the server sockets of a listen port in
@@ -25,7 +24,7 @@ type monitor struct {
 	firstSeen   map[string]time.Time
 	maxAge      time.Duration
 	oldest      string // the socket that reached maxAge
-	maxCW       int    // most server sockets in CLOSE_WAIT at once (doctor.Sockets)
+	maxCW       int    // most server sockets in CLOSE_WAIT at once
 	maxRecvQ    int64  // their receive queues then
 	maxG        int
 	maxFDs      int
@@ -70,8 +69,7 @@ func (m *monitor) run() {
 
 func (m *monitor) sample(heap bool) {
 	now := time.Now()
-	cw, err := closeWaitSockets(m.port)
-	rep, err2 := doctor.Sockets(m.port)
+	cw, recvQ, err := closeWaitSockets(m.port)
 	g := runtime.NumGoroutine()
 	fds := openFiles()
 	var hi uint64
@@ -83,8 +81,8 @@ func (m *monitor) sample(heap bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.samples++
-	if err != nil || err2 != nil {
-		m.sampleError = firstErr(err, err2)
+	if err != nil {
+		m.sampleError = err
 		return
 	}
 	seen := make(map[string]time.Time, len(cw))
@@ -100,7 +98,7 @@ func (m *monitor) sample(heap bool) {
 	}
 	m.firstSeen = seen
 	if len(cw) > m.maxCW {
-		m.maxCW, m.maxRecvQ = len(cw), rep.State("CLOSE_WAIT").RecvQ
+		m.maxCW, m.maxRecvQ = len(cw), recvQ
 	}
 	m.maxG = max(m.maxG, g)
 	m.maxFDs = max(m.maxFDs, fds)
@@ -126,50 +124,43 @@ func (m *monitor) figures() figures {
 	return figures{m.maxAge, m.oldest, m.maxCW, m.maxRecvQ, m.maxG, m.maxFDs, m.maxHeap, m.samples, m.sampleError}
 }
 
-func firstErr(errs ...error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // closeWaitSockets returns "local remote" of every socket in CLOSE_WAIT
-// whose local address is 127.0.0.1:port, from /proc/net/tcp and tcp6.
-func closeWaitSockets(port int) ([]string, error) {
+// whose local address is 127.0.0.1:port, from /proc/net/tcp and tcp6, and
+// the bytes waiting in their receive queues.
+func closeWaitSockets(port int) (out []string, recvQ int64, err error) {
 	// Only server sockets of 127.0.0.1:port (also as an IPv4-mapped IPv6
 	// address): other processes' sockets on other loopback addresses may
 	// use the same port number.
 	local4 := fmt.Sprintf("0100007F:%04X", port)
 	local6 := fmt.Sprintf("0000000000000000FFFF00000100007F:%04X", port)
-	var out []string
 	for _, name := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		f, err := os.Open(name)
 		if err != nil {
 			if name == "/proc/net/tcp6" {
 				continue
 			}
-			return nil, err
+			return nil, 0, err
 		}
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
 			fl := strings.Fields(sc.Text())
-			if len(fl) < 4 || fl[3] != "08" { // TCP_CLOSE_WAIT
-				continue
-			}
-			if fl[1] != local4 && fl[1] != local6 {
+			// sl local remote st tx_queue:rx_queue …; st 08 is CLOSE_WAIT
+			if len(fl) < 5 || fl[3] != "08" || (fl[1] != local4 && fl[1] != local6) {
 				continue
 			}
 			out = append(out, fl[1]+" "+fl[2])
+			if _, rx, ok := strings.Cut(fl[4], ":"); ok {
+				n, _ := strconv.ParseInt(rx, 16, 64)
+				recvQ += n
+			}
 		}
 		err = sc.Err()
 		f.Close()
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
-	return out, nil
+	return out, recvQ, nil
 }
 
 // openFiles counts this process's open file descriptors.
