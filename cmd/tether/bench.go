@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -113,13 +112,7 @@ func benchMain(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			return failure(stderr, "bench", err)
 		}
 	}
-	if c.JSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		err = enc.Encode(rep)
-	} else {
-		err = rep.WriteText(stdout)
-	}
+	err = writeReport(stdout, c.JSON, rep, rep.WriteText)
 	if err != nil {
 		return failure(stderr, "bench", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -189,13 +188,7 @@ func checkMain(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		}
 		return failure(stderr, "check", err)
 	}
-	if c.JSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		err = enc.Encode(rep)
-	} else {
-		err = rep.WriteText(stdout)
-	}
+	err = writeReport(stdout, c.JSON, rep, rep.WriteText)
 	if err != nil {
 		return failure(stderr, "check", err)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -119,13 +118,7 @@ func doctorGoroutinesMain(ctx context.Context, args []string, stdin io.Reader, s
 		return failure(stderr, cmd, readErr)
 	}
 	r := doctor.Analyze(d)
-	if c.JSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		err = enc.Encode(r)
-	} else {
-		err = r.WriteText(stdout, doctor.TextOptions{Places: c.Top, Groups: max(1, c.Top/2)})
-	}
+	err = writeReport(stdout, c.JSON, r, func(w io.Writer) error { return r.WriteText(w, doctor.TextOptions{Places: c.Top, Groups: max(1, c.Top/2)}) })
 	if err != nil {
 		return failure(stderr, cmd, err)
 	}
@@ -287,13 +280,7 @@ func doctorSocketsMain(args []string, stdout, stderr io.Writer, getenv func(stri
 	if err != nil {
 		return failure(stderr, cmd, err)
 	}
-	if c.JSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		err = enc.Encode(r)
-	} else {
-		err = r.WriteText(stdout)
-	}
+	err = writeReport(stdout, c.JSON, r, r.WriteText)
 	if err != nil {
 		return failure(stderr, cmd, err)
 	}

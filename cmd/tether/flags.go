@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -232,4 +233,15 @@ func (v *listValue) Set(s string) error {
 		}
 	}
 	return nil
+}
+
+// writeReport writes a command's report to w: indented JSON when asJSON
+// (for programs), else its text form (for people).
+func writeReport(w io.Writer, asJSON bool, rep any, text func(io.Writer) error) error {
+	if !asJSON {
+		return text(w)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
 }
