@@ -118,7 +118,9 @@ func doctorGoroutinesMain(ctx context.Context, args []string, stdin io.Reader, s
 		return failure(stderr, cmd, readErr)
 	}
 	r := doctor.Analyze(d)
-	err = writeReport(stdout, c.JSON, r, func(w io.Writer) error { return r.WriteText(w, doctor.TextOptions{Places: c.Top, Groups: max(1, c.Top/2)}) })
+	err = writeReport(stdout, c.JSON, r, func(w io.Writer) error {
+		return r.WriteText(w, doctor.TextOptions{Places: c.Top, Groups: max(1, c.Top/2)})
+	})
 	if err != nil {
 		return failure(stderr, cmd, err)
 	}
