@@ -54,13 +54,13 @@ func validTime(t time.Time) bool {
 type PublishResult struct {
 	// ID is the message id; for a duplicate, the id of the original.
 	ID string
+	// Seq is the message's position in the log of its target.
+	Seq uint64
 	// Recipients is how many devices the message is addressed to.
 	Recipients int
-	// Devices lists the recipients, so that the hub can wake their sessions.
-	// Empty for a duplicate.
-	Devices []string
-	// Duplicate is true when a message with the same ClientID and target was
-	// already accepted within its TTL; nothing was stored again.
+	// Duplicate is true when a message with the same ClientID and target
+	// (or the same ID) was already accepted within its TTL; nothing was
+	// stored again.
 	Duplicate bool
 }
 
@@ -69,11 +69,12 @@ type DeliveryState string
 
 // Delivery states (SPEC section 6, GET /v1/messages/{id}).
 const (
-	StatePending  DeliveryState = "pending"  // not sent yet
-	StateInflight DeliveryState = "inflight" // sent at least once, not acked
-	StateAcked    DeliveryState = "acked"
-	StateExpired  DeliveryState = "expired"
-	StateDead     DeliveryState = "dead" // sent MaxAttempts times, never acked
+	StatePending   DeliveryState = "pending"  // not sent yet
+	StateInflight  DeliveryState = "inflight" // sent at least once, not acked
+	StateAcked     DeliveryState = "acked"
+	StateExpired   DeliveryState = "expired"
+	StateDead      DeliveryState = "dead"      // sent MaxAttempts times, never acked
+	StateCancelled DeliveryState = "cancelled" // cancelled by DELETE /v1/messages/{id} before an ack
 )
 
 // Delivery is one message addressed to one device.

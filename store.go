@@ -5,8 +5,9 @@ import (
 	"time"
 )
 
-// Store is the durable state of the gateway: messages, per-device
-// deliveries, group memberships and idempotency keys. Every backend (the
+// Store is the durable state of the gateway: the logs of devices and
+// groups, each device's cursors in them, group memberships and
+// idempotency keys (see Cursor). Every backend (the
 // embedded store, Redis) implements it and passes the conformance suite in
 // package storetest.
 //
@@ -21,51 +22,51 @@ import (
 //     *Error with EInvalid for bad arguments, ErrUnavailable (wrapped) when
 //     the backend cannot answer; anything else is internal.
 type Store interface {
-	// Publish durably stores msgs and, for each, one pending delivery per
-	// addressed device: the device of a device target, or the members of a
-	// group at this moment. When Publish returns nil every message is
-	// durable, and results[i] answers msgs[i].
+	// Publish appends each message to the log of its target (Entry.Seq
+	// numbers it there) and records it in the expiry index: a fixed number
+	// of writes per message, whatever the size of a target group. When
+	// Publish returns nil every message is durable, and results[i] answers
+	// msgs[i]. A group message is addressed to the members of the group at
+	// the moment it is appended (Cursor.Spans).
 	//
 	// A message whose ClientID is set and equals that of a message already
 	// accepted for the same target, which has not expired at its
-	// PublishedAt, is not stored again: its result carries the original id
-	// and recipient count and Duplicate is true. This holds within one call
-	// too.
+	// PublishedAt, is not stored again: its result carries the original id,
+	// position and recipient count and Duplicate is true. This holds within
+	// one call too. A message whose ID is already stored for the same
+	// target (a retried call) is answered as a duplicate of itself; for
+	// another target it is an EInvalid error.
 	Publish(ctx context.Context, msgs []*Message) ([]PublishResult, error)
 
 	// Join records that device exists and is a member of groups (possibly
-	// none). Idempotent.
+	// none): in each group it is not a member of, a span opens at the
+	// group log's newest position. Idempotent.
 	Join(ctx context.Context, device string, groups []string) error
 
-	// Leave removes device from group. Not a member: nil.
+	// Leave closes device's span in group: later messages of the group are
+	// not addressed to it, earlier ones still are. Not a member: nil.
 	Leave(ctx context.Context, group, device string) error
 
-	// Pending returns up to limit deliveries of device, in message id order,
-	// whose message id is greater than after ("" for all), whose state is
-	// pending or inflight and whose message has not expired at now. Each
-	// carries its Message.
-	Pending(ctx context.Context, device, after string, limit int, now time.Time) ([]Delivery, error)
+	// Cursors returns the cursors of each device: the cursor of its own
+	// log first (Floor 0 when nothing is stored for it), then those of the
+	// groups it is a member of or that still owe it messages, by group id.
+	Cursors(ctx context.Context, devices []string) ([][]Cursor, error)
 
-	// Sent records one more attempt for each of device's deliveries ids and
-	// sets their state to inflight. It returns the attempt number now
-	// recorded for each id, or 0 for an id that is unknown, acked, expired or
-	// dead (such an id must not be sent).
-	Sent(ctx context.Context, device string, ids []string) ([]int, error)
+	// Read returns, for each request, up to Limit entries of the log of
+	// its Source at positions above After, in order. Purged positions are
+	// missing; expired messages are returned (the caller skips them).
+	Read(ctx context.Context, reqs []ReadRequest) ([][]Entry, error)
 
-	// Ack marks device's deliveries ids acked at now. Unknown ids and
-	// deliveries already acked, expired or dead are ignored. It returns how
-	// many deliveries became acked.
-	Ack(ctx context.Context, device string, ids []string, now time.Time) (int, error)
+	// Commit applies each change to its device's cursors with ApplyMarks
+	// (after finding the positions of its AckIDs) and stores the cursors
+	// and their history. It returns, for each change, what it changed and
+	// the device's cursors after it.
+	Commit(ctx context.Context, changes []Change) ([]Committed, error)
 
-	// Kill marks device's deliveries ids dead: sent the maximum number of
-	// times without an ack. They are kept for inspection until their message
-	// expires and never returned by Pending again. It returns how many became
-	// dead.
-	Kill(ctx context.Context, device string, ids []string) (int, error)
-
-	// Expire marks expired every pending or inflight delivery whose message
-	// expired at or before now, and deletes messages, with their deliveries
-	// and idempotency keys, that expired before purgeBefore. It handles at
+	// Expire settles as expired, for every device it is addressed to and
+	// has not settled, each message that expired at or before now, and
+	// purges messages that expired before purgeBefore with what only they
+	// needed (idempotency keys, history, membership spans). It handles at
 	// most limit messages per call and returns how many deliveries became
 	// expired and whether more work remains.
 	Expire(ctx context.Context, now, purgeBefore time.Time, limit int) (expired int, more bool, err error)
@@ -75,7 +76,7 @@ type Store interface {
 
 	// Device returns what the store knows of a device (groups, pending
 	// count; Presence is left zero). ErrNotFound when the device never
-	// joined and has no deliveries.
+	// joined and no message was ever addressed to it alone.
 	Device(ctx context.Context, id string) (DeviceInfo, error)
 
 	// Group returns the members of a group (Online left false). A group
@@ -88,4 +89,32 @@ type Store interface {
 	// Close releases the store. It is idempotent; later calls of other
 	// methods return an error wrapping ErrClosed.
 	Close() error
+}
+
+// ReadRequest asks Store.Read for entries of one log.
+type ReadRequest struct {
+	Source Target
+	After  uint64
+	Limit  int
+}
+
+// Change is what one device's sessions did to its cursors since the last
+// commit: sends recorded and settlements, in Marks, and acks of message
+// ids the caller could not place in a log. A mark names a position the
+// caller read from the log (Store.Read): the store does not check that it
+// exists.
+type Change struct {
+	Device string
+	At     time.Time
+	Marks  []Mark
+	// AckIDs are message ids acked by the device whose log and position
+	// the caller does not know; the store looks for them in the device's
+	// logs. Ids it does not find are ignored.
+	AckIDs []string
+}
+
+// Committed is what Store.Commit answers for one Change.
+type Committed struct {
+	Outcome
+	Cursors []Cursor
 }

@@ -53,8 +53,8 @@ func BenchmarkPublish(b *testing.B) {
 }
 
 // BenchmarkPublishAckCycle runs the life of one message per call: publish,
-// Pending, Sent, Ack (three durable commits and a read), from 1 and 16
-// concurrent devices.
+// Cursors, Read, Commit of the ack (two durable commits and two reads),
+// from 1 and 16 concurrent devices.
 func BenchmarkPublishAckCycle(b *testing.B) {
 	for _, writers := range []int{1, 16} {
 		b.Run(fmt.Sprintf("devices=%d", writers), func(b *testing.B) {
@@ -66,18 +66,47 @@ func BenchmarkPublishAckCycle(b *testing.B) {
 				if _, err := s.Publish(ctx, []*tether.Message{m}); err != nil {
 					return err
 				}
-				ds, err := s.Pending(ctx, m.Target.ID, "", 10, m.PublishedAt)
-				if err != nil || len(ds) != 1 {
-					return fmt.Errorf("pending: %d deliveries, %v", len(ds), err)
-				}
-				if _, err := s.Sent(ctx, m.Target.ID, []string{m.ID}); err != nil {
+				cs, err := s.Cursors(ctx, []string{m.Target.ID})
+				if err != nil {
 					return err
 				}
-				n, err := s.Ack(ctx, m.Target.ID, []string{m.ID}, m.PublishedAt)
-				if err != nil || n != 1 {
-					return fmt.Errorf("ack: %d, %v", n, err)
+				es, err := s.Read(ctx, []tether.ReadRequest{{Source: m.Target, After: cs[0][0].Floor, Limit: 10}})
+				if err != nil || len(es[0]) != 1 {
+					return fmt.Errorf("read: %d entries, %v", len(es[0]), err)
+				}
+				mark := tether.Mark{Source: m.Target, Seq: es[0][0].Seq, State: tether.StateAcked, Attempts: 1}
+				res, err := s.Commit(ctx, []tether.Change{{Device: m.Target.ID, At: m.PublishedAt, Marks: []tether.Mark{mark}}})
+				if err != nil || res[0].Acked != 1 {
+					return fmt.Errorf("ack: %+v, %v", res, err)
 				}
 				return nil
+			})
+		})
+	}
+}
+
+// BenchmarkGroupPublish publishes one message per call to a group of 1 or
+// 10,000 members: the cost must not grow with the group.
+func BenchmarkGroupPublish(b *testing.B) {
+	for _, members := range []int{1, 10_000} {
+		b.Run(fmt.Sprintf("members=%d", members), func(b *testing.B) {
+			s := mustOpen(b, Options{})
+			ctx := context.Background()
+			for i := range members {
+				if err := s.Join(ctx, fmt.Sprintf("d%d", i), []string{"g"}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			benchWriters(b, s, 16, func(i int) error {
+				m := testMessage(i, "x")
+				m.Target = tether.GroupTarget("g")
+				ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				res, err := s.Publish(ctx, []*tether.Message{m})
+				if err == nil && res[0].Recipients != members {
+					err = fmt.Errorf("%d recipients, want %d", res[0].Recipients, members)
+				}
+				return err
 			})
 		})
 	}

@@ -3,65 +3,78 @@ package bolt
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"time"
 
 	"github.com/tetherpush/tether"
+	"github.com/tetherpush/tether/internal/ledger"
+	bolt "go.etcd.io/bbolt"
 )
 
-// Key layout. Every bucket lives at the root of the file; ids never contain
-// a 0x00 byte (tether.ValidID), so "a\x00b" keys sort by a, then by b, and a
-// prefix scan on "a\x00" never strays into another a. Message ids are opaque
-// bytes that sort by publish time; they always come last in a key.
+// Key layout (docs/notes/store.md). Every bucket lives at the root of the
+// file. A source is a log's target in its wire form ("device:pos-1",
+// "group:shop-1"); ids never contain a 0x00 byte (tether.ValidID), so
+// "a\x00b" keys sort by a, then by b, and a prefix scan on "a\x00" never
+// strays into another a. seq(8) is a position, big-endian.
 //
-//	msg   msgID                    → message record
-//	rcpt  msgID                    → recipient list (sorted device ids)
-//	open  device 0x00 msgID        → delivery record, state pending or inflight
-//	done  device 0x00 msgID        → delivery record, state acked, expired or dead
-//	exp   expiresAt(8) msgID       → ∅   messages whose open deliveries are not yet expired
-//	gc    expiresAt(8) msgID       → ∅   expired messages waiting to be purged
-//	idem  target 0x00 clientID     → expiresAt(8) recipients(uvarint) msgID
-//	dev   device                   → ∅   devices known through Join
-//	mem   group 0x00 device        → ∅   members by group
-//	grp   device 0x00 group        → ∅   groups by device
-//	meta  "version"                → layout version
+//	log   source 0x00 seq(8)            → message record (ledger.EncodeMessage)
+//	src   source                        → last seq(8) members(uvarint) trimmed(uvarint)
+//	ids   msgID                         → source 0x00 seq(8) recipients(uvarint)
+//	exp   expiresAt(8) msgID            → ∅   messages not yet expired by Expire
+//	gc    expiresAt(8) msgID            → ∅   expired, waiting to be purged
+//	idem  target 0x00 clientID          → ledger.Idem
+//	cur   device                        → the device's cursors (ledger.EncodeCursors)
+//	hist  device 0x00 source 0x00 To(8) → history range (ledger.EncodeRange)
+//	mem   group 0x00 device             → the device's spans in the group (ledger.EncodeSpans)
+//	meta  "version"                     → layout version
 //
-// Pending is a range scan of open from device 0x00 after; a delivery moves
-// from open to done when it is acked, expired or killed, so open holds
-// exactly the unacked deliveries. Expire walks exp and gc from the oldest
-// expiry. expiresAt(8) is the big-endian UnixNano with its sign bit flipped,
-// so that byte order is time order.
+// A group publish writes one log entry whatever the group's size; an ack
+// rewrites one cur record per device. src counts a group's members (open
+// spans) so that a publish knows its recipients without scanning mem;
+// trimmed is the position below which history and spans of the source
+// were last trimmed. expiresAt(8) is the big-endian UnixNano with its sign
+// bit flipped, so that byte order is time order.
 var (
-	bucketMsg  = []byte("msg")
-	bucketRcpt = []byte("rcpt")
-	bucketOpen = []byte("open")
-	bucketDone = []byte("done")
+	bucketLog  = []byte("log")
+	bucketSrc  = []byte("src")
+	bucketIDs  = []byte("ids")
 	bucketExp  = []byte("exp")
 	bucketGC   = []byte("gc")
 	bucketIdem = []byte("idem")
-	bucketDev  = []byte("dev")
+	bucketCur  = []byte("cur")
+	bucketHist = []byte("hist")
 	bucketMem  = []byte("mem")
-	bucketGrp  = []byte("grp")
 	bucketMeta = []byte("meta")
 
 	allBuckets = [][]byte{
-		bucketMsg, bucketRcpt, bucketOpen, bucketDone, bucketExp, bucketGC,
-		bucketIdem, bucketDev, bucketMem, bucketGrp, bucketMeta,
+		bucketLog, bucketSrc, bucketIDs, bucketExp, bucketGC, bucketIdem,
+		bucketCur, bucketHist, bucketMem, bucketMeta,
 	}
 
 	keyVersion = []byte("version")
 )
 
 // layoutVersion is stored under meta/version; Open refuses a file written
-// with another layout.
-const layoutVersion = 1
+// with another layout. Version 1 (one record per delivery) was the first
+// release's.
+const layoutVersion = 2
 
 // errCorrupt reports a record that cannot be decoded.
-var errCorrupt = errors.New("corrupt record")
+var errCorrupt = ledger.ErrCorrupt
 
-// pairKey returns a 0x00 b: device+msgID, group+device, device+group,
-// target+clientID.
+// buckets are the buckets of one transaction.
+type buckets struct {
+	log, src, ids, exp, gc, idem, cur, hist, mem *bolt.Bucket
+}
+
+func bucketsOf(tx *bolt.Tx) buckets {
+	return buckets{
+		log: tx.Bucket(bucketLog), src: tx.Bucket(bucketSrc), ids: tx.Bucket(bucketIDs),
+		exp: tx.Bucket(bucketExp), gc: tx.Bucket(bucketGC), idem: tx.Bucket(bucketIdem),
+		cur: tx.Bucket(bucketCur), hist: tx.Bucket(bucketHist), mem: tx.Bucket(bucketMem),
+	}
+}
+
+// pairKey returns a 0x00 b.
 func pairKey(a, b string) []byte {
 	k := make([]byte, 0, len(a)+1+len(b))
 	k = append(k, a...)
@@ -73,6 +86,23 @@ func pairKey(a, b string) []byte {
 func prefixKey(a string) []byte {
 	k := make([]byte, 0, len(a)+1)
 	return append(append(k, a...), 0)
+}
+
+// seqKey returns prefix followed by seq(8).
+func seqKey(prefix []byte, seq uint64) []byte {
+	k := make([]byte, len(prefix), len(prefix)+8)
+	copy(k, prefix)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// logKey returns the key of position seq of source's log.
+func logKey(source tether.Target, seq uint64) []byte {
+	return seqKey(prefixKey(source.String()), seq)
+}
+
+// histPrefix returns the prefix of the history keys of device in source.
+func histPrefix(device string, source tether.Target) []byte {
+	return prefixKey(string(pairKey(device, source.String())))
 }
 
 // timeKey returns the sortable 8-byte encoding of t followed by id.
@@ -87,211 +117,114 @@ func splitTimeKey(k []byte) (int64, string) {
 	return int64(binary.BigEndian.Uint64(k) ^ (1 << 63)), string(k[8:])
 }
 
-// Delivery states as stored: one byte.
-const (
-	statePending byte = iota + 1
-	stateInflight
-	stateAcked
-	stateExpired
-	stateDead
-)
-
-var stateNames = [...]tether.DeliveryState{
-	statePending:  tether.StatePending,
-	stateInflight: tether.StateInflight,
-	stateAcked:    tether.StateAcked,
-	stateExpired:  tether.StateExpired,
-	stateDead:     tether.StateDead,
+// source is a log's record in src.
+type source struct {
+	last    uint64 // newest position
+	members int    // open spans (groups)
+	trimmed uint64 // history and spans below it were trimmed
 }
 
-// delivery is the stored state of one message for one device:
-// state(1) attempts(uvarint) [ackedAt(varint UnixNano) when acked].
-type delivery struct {
-	state    byte
-	attempts int
-	ackedAt  int64
+func (r source) encode() []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 8+2*binary.MaxVarintLen64), r.last)
+	b = binary.AppendUvarint(b, uint64(r.members))
+	return binary.AppendUvarint(b, r.trimmed)
 }
 
-func (d delivery) encode() []byte {
-	b := make([]byte, 1, 1+2*binary.MaxVarintLen64)
-	b[0] = d.state
-	b = binary.AppendUvarint(b, uint64(d.attempts))
-	if d.state == stateAcked {
-		b = binary.AppendVarint(b, d.ackedAt)
+func decodeSource(b []byte) (source, error) {
+	if b == nil {
+		return source{}, nil
 	}
-	return b
-}
-
-func decodeDelivery(b []byte) (delivery, error) {
-	if len(b) < 2 || b[0] < statePending || b[0] > stateDead {
-		return delivery{}, fmt.Errorf("delivery: %w", errCorrupt)
-	}
-	d := delivery{state: b[0]}
-	n, w := binary.Uvarint(b[1:])
-	if w <= 0 {
-		return delivery{}, fmt.Errorf("delivery attempts: %w", errCorrupt)
-	}
-	d.attempts = int(n)
-	if d.state == stateAcked {
-		at, w2 := binary.Varint(b[1+w:])
-		if w2 <= 0 {
-			return delivery{}, fmt.Errorf("delivery acked_at: %w", errCorrupt)
-		}
-		d.ackedAt = at
-	}
-	return d, nil
-}
-
-// public returns d as the domain type.
-func (d delivery) public(device string) tether.Delivery {
-	out := tether.Delivery{Device: device, State: stateNames[d.state], Attempts: d.attempts}
-	if d.state == stateAcked {
-		out.AckedAt = time.Unix(0, d.ackedAt).UTC()
-	}
-	return out
-}
-
-// Message record: publishedAt(varint UnixNano) expiresAt(varint)
-// kind(1: 'd' or 'g') len(uvarint) targetID len(uvarint) clientID data…
-// The id is the key. Binary rather than JSON: see docs/notes/store.md and
-// BenchmarkCodec.
-
-func encodeMessage(m *tether.Message) []byte {
-	b := make([]byte, 0, 2*binary.MaxVarintLen64+3+len(m.Target.ID)+len(m.ClientID)+len(m.Data))
-	b = binary.AppendVarint(b, m.PublishedAt.UnixNano())
-	b = binary.AppendVarint(b, m.ExpiresAt.UnixNano())
-	kind := byte('d')
-	if m.Target.Kind == tether.KindGroup {
-		kind = 'g'
-	}
-	b = append(b, kind)
-	b = binary.AppendUvarint(b, uint64(len(m.Target.ID)))
-	b = append(b, m.Target.ID...)
-	b = binary.AppendUvarint(b, uint64(len(m.ClientID)))
-	b = append(b, m.ClientID...)
-	return append(b, m.Data...)
-}
-
-// messageExpiry returns the expiresAt of a message record without decoding
-// the rest.
-func messageExpiry(b []byte) (int64, error) {
-	_, w := binary.Varint(b)
-	if w <= 0 {
-		return 0, fmt.Errorf("message published_at: %w", errCorrupt)
-	}
-	exp, w2 := binary.Varint(b[w:])
-	if w2 <= 0 {
-		return 0, fmt.Errorf("message expires_at: %w", errCorrupt)
-	}
-	return exp, nil
-}
-
-// decodeMessage decodes a message record, copying every byte out of b
-// (bbolt's memory is valid only during its transaction).
-func decodeMessage(id string, b []byte) (*tether.Message, error) {
-	m := &tether.Message{ID: id}
-	pub, w := binary.Varint(b)
-	if w <= 0 {
-		return nil, fmt.Errorf("message %q published_at: %w", id, errCorrupt)
-	}
-	b = b[w:]
-	exp, w := binary.Varint(b)
-	if w <= 0 || len(b) <= w {
-		return nil, fmt.Errorf("message %q expires_at: %w", id, errCorrupt)
-	}
-	b = b[w:]
-	m.PublishedAt, m.ExpiresAt = time.Unix(0, pub).UTC(), time.Unix(0, exp).UTC()
-	switch b[0] {
-	case 'd':
-		m.Target.Kind = tether.KindDevice
-	case 'g':
-		m.Target.Kind = tether.KindGroup
-	default:
-		return nil, fmt.Errorf("message %q target kind: %w", id, errCorrupt)
-	}
-	var s string
-	var err error
-	if s, b, err = readString(b[1:]); err != nil {
-		return nil, fmt.Errorf("message %q target: %w", id, err)
-	}
-	m.Target.ID = s
-	if m.ClientID, b, err = readString(b); err != nil {
-		return nil, fmt.Errorf("message %q client id: %w", id, err)
-	}
-	m.Data = bytes.Clone(b)
-	if m.Data == nil {
-		m.Data = []byte{}
-	}
-	return m, nil
-}
-
-// readString reads a uvarint length and that many bytes.
-func readString(b []byte) (string, []byte, error) {
-	n, w := binary.Uvarint(b)
-	if w <= 0 || uint64(len(b)-w) < n {
-		return "", nil, errCorrupt
-	}
-	return string(b[w : w+int(n)]), b[w+int(n):], nil
-}
-
-// encodeRecipients encodes a sorted device list: count(uvarint) then each
-// id as len(uvarint) bytes.
-func encodeRecipients(devices []string) []byte {
-	size := binary.MaxVarintLen64
-	for _, d := range devices {
-		size += 1 + len(d)
-	}
-	b := make([]byte, 0, size)
-	b = binary.AppendUvarint(b, uint64(len(devices)))
-	for _, d := range devices {
-		b = binary.AppendUvarint(b, uint64(len(d)))
-		b = append(b, d...)
-	}
-	return b
-}
-
-func decodeRecipients(b []byte) ([]string, error) {
-	n, w := binary.Uvarint(b)
-	if w <= 0 || n > uint64(len(b)) {
-		return nil, fmt.Errorf("recipients: %w", errCorrupt)
-	}
-	b = b[w:]
-	out := make([]string, 0, n)
-	for i := uint64(0); i < n; i++ {
-		var d string
-		var err error
-		if d, b, err = readString(b); err != nil {
-			return nil, fmt.Errorf("recipients: %w", err)
-		}
-		out = append(out, d)
-	}
-	return out, nil
-}
-
-// idem is an idempotency record: the message a (target, client id) pair
-// was first accepted as.
-type idem struct {
-	expiresAt  int64
-	recipients int
-	id         string
-}
-
-func (r idem) encode() []byte {
-	b := make([]byte, 8, 8+binary.MaxVarintLen64+len(r.id))
-	binary.BigEndian.PutUint64(b, uint64(r.expiresAt))
-	b = binary.AppendUvarint(b, uint64(r.recipients))
-	return append(b, r.id...)
-}
-
-func decodeIdem(b []byte) (idem, error) {
 	if len(b) < 9 {
-		return idem{}, fmt.Errorf("idempotency key: %w", errCorrupt)
+		return source{}, fmt.Errorf("source record: %w", errCorrupt)
 	}
-	r := idem{expiresAt: int64(binary.BigEndian.Uint64(b))}
+	r := source{last: binary.BigEndian.Uint64(b)}
 	n, w := binary.Uvarint(b[8:])
-	if w <= 0 {
-		return idem{}, fmt.Errorf("idempotency key: %w", errCorrupt)
+	t, w2 := binary.Uvarint(b[8+max(w, 0):])
+	if w <= 0 || w2 <= 0 {
+		return source{}, fmt.Errorf("source record: %w", errCorrupt)
 	}
-	r.recipients, r.id = int(n), string(b[8+w:])
+	r.members, r.trimmed = int(n), t
 	return r, nil
+}
+
+// getSource reads source t's record (zero when none).
+func (b buckets) getSource(t tether.Target) (source, error) {
+	return decodeSource(b.src.Get([]byte(t.String())))
+}
+
+func (b buckets) putSource(t tether.Target, r source) error {
+	return b.src.Put([]byte(t.String()), r.encode())
+}
+
+// position is where a message id lives: its log, position and recipients.
+type position struct {
+	source     tether.Target
+	seq        uint64
+	recipients int
+}
+
+func (p position) encode() []byte {
+	k := logKey(p.source, p.seq)
+	return binary.AppendUvarint(k, uint64(p.recipients))
+}
+
+func decodePosition(b []byte) (position, error) {
+	i := bytes.IndexByte(b, 0)
+	if i < 0 || len(b) < i+1+8+1 {
+		return position{}, fmt.Errorf("id index: %w", errCorrupt)
+	}
+	t, err := tether.ParseTarget(string(b[:i]))
+	if err != nil {
+		return position{}, fmt.Errorf("id index: %w", errCorrupt)
+	}
+	p := position{source: t, seq: binary.BigEndian.Uint64(b[i+1:])}
+	n, w := binary.Uvarint(b[i+9:])
+	if w <= 0 {
+		return position{}, fmt.Errorf("id index: %w", errCorrupt)
+	}
+	p.recipients = int(n)
+	return p, nil
+}
+
+// getCursors decodes device's cursors (nil when it has none stored).
+func (b buckets) getCursors(device string) ([]tether.Cursor, error) {
+	cs, err := ledger.DecodeCursors(b.cur.Get([]byte(device)))
+	if err != nil {
+		return nil, fmt.Errorf("cursors of %s: %w", device, err)
+	}
+	return cs, nil
+}
+
+func (b buckets) putCursors(device string, cs []tether.Cursor) error {
+	return b.cur.Put([]byte(device), ledger.EncodeCursors(cs))
+}
+
+// putHistory applies history operations of device.
+func (b buckets) putHistory(device string, ops []tether.HistOp) error {
+	for _, op := range ops {
+		prefix := histPrefix(device, op.Source)
+		if op.Del != 0 {
+			if err := b.hist.Delete(seqKey(prefix, op.Del)); err != nil {
+				return err
+			}
+		}
+		if err := b.hist.Put(seqKey(prefix, op.Put.To), ledger.EncodeRange(op.Put)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// history returns the history range of device in source that holds seq.
+func (b buckets) history(device string, source tether.Target, seq uint64) (tether.Range, bool, error) {
+	prefix := histPrefix(device, source)
+	k, v := b.hist.Cursor().Seek(seqKey(prefix, seq))
+	if k == nil || !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+8 {
+		return tether.Range{}, false, nil
+	}
+	r, err := ledger.DecodeRange(binary.BigEndian.Uint64(k[len(prefix):]), v)
+	if err != nil || r.From > seq {
+		return tether.Range{}, false, err
+	}
+	return r, true, nil
 }

@@ -188,28 +188,3 @@ func TestFailingWriteIsolated(t *testing.T) {
 		}
 	}
 }
-
-// TestRepublishSameID: publishing a stored message again (a retry after a
-// timeout) answers a duplicate of itself and stores nothing new.
-func TestRepublishSameID(t *testing.T) {
-	s := mustOpen(t, Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	m := testMessage(1, "d")
-	for i, want := range []tether.PublishResult{
-		{ID: m.ID, Recipients: 1, Devices: []string{"d"}},
-		{ID: m.ID, Recipients: 1, Duplicate: true},
-	} {
-		res, err := s.Publish(ctx, []*tether.Message{m})
-		if err != nil {
-			t.Fatalf("publish %d: %v", i, err)
-		}
-		if got := res[0]; got.ID != want.ID || got.Recipients != want.Recipients || got.Duplicate != want.Duplicate || len(got.Devices) != len(want.Devices) {
-			t.Errorf("publish %d: %+v, want %+v", i, got, want)
-		}
-	}
-	ds, err := s.Pending(ctx, "d", "", 10, m.PublishedAt)
-	if err != nil || len(ds) != 1 {
-		t.Errorf("Pending after a republish: %d deliveries, %v; want 1", len(ds), err)
-	}
-}

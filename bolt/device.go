@@ -4,15 +4,137 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/tetherpush/tether"
+	"github.com/tetherpush/tether/internal/ledger"
 	bolt "go.etcd.io/bbolt"
 )
 
-// Join records device and its membership of groups in one write
-// transaction. Idempotent. EInvalid for a bad device or group id. See
-// tether.Store.
+// Join records device and opens its span in each of groups it is not a
+// member of, in one write transaction. Idempotent. EInvalid for a bad
+// device or group id. See tether.Store.
 func (s *Store) Join(ctx context.Context, device string, groups []string) error {
+	if err := checkMembers(device, groups...); err != nil {
+		return err
+	}
+	return s.update(ctx, "join", func(tx *bolt.Tx) error {
+		b := bucketsOf(tx)
+		cs, err := b.getCursors(device)
+		if err != nil {
+			return err
+		}
+		if tether.FindCursor(cs, tether.DeviceTarget(device)) < 0 {
+			cs = append(cs, tether.Cursor{Source: tether.DeviceTarget(device)})
+		}
+		for _, g := range groups {
+			if cs, err = b.join(device, g, cs); err != nil {
+				return err
+			}
+		}
+		return b.putCursors(device, cs)
+	})
+}
+
+// join opens device's span in group g in cs and in the membership index.
+func (b buckets) join(device, g string, cs []tether.Cursor) ([]tether.Cursor, error) {
+	t := tether.GroupTarget(g)
+	src, err := b.getSource(t)
+	if err != nil {
+		return nil, err
+	}
+	i := tether.FindCursor(cs, t)
+	if i < 0 {
+		cs = append(cs, tether.Cursor{Source: t})
+		i = len(cs) - 1
+	}
+	c := &cs[i]
+	if !c.Join(src.last) {
+		return cs, nil
+	}
+	if err := b.putHistory(device, c.Advance()); err != nil {
+		return nil, err
+	}
+	src.members++
+	if err := b.putSource(t, src); err != nil {
+		return nil, err
+	}
+	return cs, b.changeSpans(g, device, func(m *tether.Cursor) { m.Join(src.last) })
+}
+
+// changeSpans applies change to device's spans in group g as the
+// membership index keeps them: every span, until Expire trims those whose
+// messages are purged (a cursor drops the spans below its floor).
+func (b buckets) changeSpans(g, device string, change func(*tether.Cursor)) error {
+	spans, err := b.spans(g, device)
+	if err != nil {
+		return err
+	}
+	m := tether.Cursor{Source: tether.GroupTarget(g), Spans: spans}
+	change(&m)
+	return b.putSpans(g, device, m.Spans)
+}
+
+// spans returns device's spans in group g from the membership index.
+func (b buckets) spans(g, device string) ([]tether.Span, error) {
+	v := b.mem.Get(pairKey(g, device))
+	if v == nil {
+		return nil, nil
+	}
+	return ledger.DecodeSpans(v)
+}
+
+// Leave closes device's span in group in one write transaction; nil when
+// it is not a member. EInvalid for a bad id. See tether.Store.
+func (s *Store) Leave(ctx context.Context, group, device string) error {
+	if err := checkMembers(device, group); err != nil {
+		return err
+	}
+	return s.update(ctx, "leave", func(tx *bolt.Tx) error {
+		b := bucketsOf(tx)
+		cs, err := b.getCursors(device)
+		if err != nil {
+			return err
+		}
+		t := tether.GroupTarget(group)
+		i := tether.FindCursor(cs, t)
+		if i < 0 {
+			return nil
+		}
+		src, err := b.getSource(t)
+		if err != nil {
+			return err
+		}
+		c := &cs[i]
+		if !c.Leave(src.last) {
+			return nil
+		}
+		src.members--
+		if err := b.putSource(t, src); err != nil {
+			return err
+		}
+		if err := b.changeSpans(group, device, func(m *tether.Cursor) { m.Leave(src.last) }); err != nil {
+			return err
+		}
+		if c.Exhausted() {
+			cs = slices.Delete(cs, i, i+1)
+		}
+		return b.putCursors(device, cs)
+	})
+}
+
+// putSpans records device's spans in group, or forgets them when none.
+func (b buckets) putSpans(group, device string, spans []tether.Span) error {
+	k := pairKey(group, device)
+	if len(spans) == 0 {
+		return b.mem.Delete(k)
+	}
+	return b.mem.Put(k, ledger.EncodeSpans(spans))
+}
+
+// checkMembers returns an EInvalid error for a bad device or group id.
+func checkMembers(device string, groups ...string) error {
 	if err := tether.CheckID("device", device); err != nil {
 		return err
 	}
@@ -21,46 +143,131 @@ func (s *Store) Join(ctx context.Context, device string, groups []string) error 
 			return err
 		}
 	}
-	return s.update(ctx, "join", func(tx *bolt.Tx) error {
-		b := bucketsOf(tx)
-		// A one-byte value: Get of an empty value may answer nil.
-		if err := b.dev.Put([]byte(device), []byte{1}); err != nil {
-			return err
+	return nil
+}
+
+// Cursors returns each device's cursors, its own log's first, in one read
+// transaction. EInvalid for a bad device id. See tether.Store.
+func (s *Store) Cursors(ctx context.Context, devices []string) ([][]tether.Cursor, error) {
+	for _, d := range devices {
+		if err := tether.CheckID("device", d); err != nil {
+			return nil, err
 		}
-		for _, g := range groups {
-			if err := b.mem.Put(pairKey(g, device), nil); err != nil {
+	}
+	out := make([][]tether.Cursor, len(devices))
+	err := s.view(ctx, "cursors", func(tx *bolt.Tx) error {
+		b := bucketsOf(tx)
+		for i, d := range devices {
+			cs, err := b.getCursors(d)
+			if err != nil {
 				return err
 			}
-			if err := b.grp.Put(pairKey(device, g), nil); err != nil {
-				return err
-			}
+			out[i] = ordered(d, cs)
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
-// Leave removes device from group in one write transaction; nil when it is
-// not a member. EInvalid for a bad id. See tether.Store.
-func (s *Store) Leave(ctx context.Context, group, device string) error {
-	if err := tether.CheckID("group", group); err != nil {
-		return err
+// ordered returns cs with device's own cursor first (a new one when it has
+// none) and the groups' by id.
+func ordered(device string, cs []tether.Cursor) []tether.Cursor {
+	own := tether.DeviceTarget(device)
+	if tether.FindCursor(cs, own) < 0 {
+		cs = append(cs, tether.Cursor{Source: own})
 	}
-	if err := tether.CheckID("device", device); err != nil {
-		return err
-	}
-	return s.update(ctx, "leave", func(tx *bolt.Tx) error {
-		b := bucketsOf(tx)
-		if err := b.mem.Delete(pairKey(group, device)); err != nil {
-			return err
+	slices.SortFunc(cs, func(a, b tether.Cursor) int {
+		switch {
+		case a.Source == own:
+			return -1
+		case b.Source == own:
+			return 1
 		}
-		return b.grp.Delete(pairKey(device, group))
+		return strings.Compare(a.Source.ID, b.Source.ID)
 	})
+	return cs
 }
 
-// Device returns device's groups (sorted) and the number of its open
-// deliveries, in one read transaction. ErrNotFound (wrapped) when the
-// device never joined and has no deliveries; EInvalid for a bad id. See
-// tether.Store.
+// Commit applies each change to its device's cursors and stores them with
+// their history, in one transaction shared with the other writes of its
+// group commit. Acked ids are found through the id index among the
+// device's logs. EInvalid for a bad device id. See tether.Store.
+func (s *Store) Commit(ctx context.Context, changes []tether.Change) ([]tether.Committed, error) {
+	for _, ch := range changes {
+		if err := tether.CheckID("device", ch.Device); err != nil {
+			return nil, err
+		}
+	}
+	if len(changes) == 0 {
+		return []tether.Committed{}, s.check(ctx, "commit")
+	}
+	var out []tether.Committed
+	err := s.update(ctx, "commit", func(tx *bolt.Tx) error {
+		out = make([]tether.Committed, len(changes))
+		b := bucketsOf(tx)
+		for i, ch := range changes {
+			c, err := b.commit(ch)
+			if err != nil {
+				return err
+			}
+			out[i] = c
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// commit applies one change.
+func (b buckets) commit(ch tether.Change) (tether.Committed, error) {
+	cs, err := b.getCursors(ch.Device)
+	if err != nil {
+		return tether.Committed{}, err
+	}
+	marks := ch.Marks
+	if len(ch.AckIDs) > 0 {
+		if marks, err = b.placeAcks(ch.Device, cs, ch.AckIDs, slices.Clone(marks)); err != nil {
+			return tether.Committed{}, err
+		}
+	}
+	cs, outcome, hist := tether.ApplyMarks(cs, ch.Device, marks, ch.At)
+	if err := b.putHistory(ch.Device, hist); err != nil {
+		return tether.Committed{}, err
+	}
+	if err := b.putCursors(ch.Device, cs); err != nil {
+		return tether.Committed{}, err
+	}
+	return tether.Committed{Outcome: outcome, Cursors: ordered(ch.Device, cs)}, nil
+}
+
+// placeAcks appends an acked mark for each id of ids that lives in one of
+// device's logs.
+func (b buckets) placeAcks(device string, cs []tether.Cursor, ids []string, marks []tether.Mark) ([]tether.Mark, error) {
+	for _, id := range ids {
+		v := b.ids.Get([]byte(id))
+		if v == nil {
+			continue
+		}
+		p, err := decodePosition(v)
+		if err != nil {
+			return nil, err
+		}
+		if p.source == tether.DeviceTarget(device) || tether.FindCursor(cs, p.source) >= 0 {
+			marks = append(marks, tether.Mark{Source: p.source, Seq: p.seq, State: tether.StateAcked})
+		}
+	}
+	return marks, nil
+}
+
+// Device returns device's groups (sorted) and the number of messages
+// addressed to it and not settled, in one read transaction. ErrNotFound
+// (wrapped) when the device never joined and its log is empty; EInvalid
+// for a bad id. See tether.Store.
 func (s *Store) Device(ctx context.Context, id string) (tether.DeviceInfo, error) {
 	if err := tether.CheckID("device", id); err != nil {
 		return tether.DeviceInfo{}, err
@@ -68,21 +275,28 @@ func (s *Store) Device(ctx context.Context, id string) (tether.DeviceInfo, error
 	info := tether.DeviceInfo{ID: id, Groups: []string{}}
 	err := s.view(ctx, "device", func(tx *bolt.Tx) error {
 		b := bucketsOf(tx)
-		prefix := prefixKey(id)
-		info.Groups = scanSuffixes(b.grp, prefix, info.Groups[:0])
-		c := b.open.Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			if info.Pending++; info.Pending%ctxCheckEvery == 0 && ctx.Err() != nil {
-				return ctx.Err()
+		cs, err := b.getCursors(id)
+		if err != nil {
+			return err
+		}
+		own, err := b.getSource(tether.DeviceTarget(id))
+		if err != nil {
+			return err
+		}
+		if cs == nil && own.last == 0 {
+			return fmt.Errorf("%s: %w", id, tether.ErrNotFound)
+		}
+		for _, c := range ordered(id, cs) {
+			src, err := b.getSource(c.Source)
+			if err != nil {
+				return err
+			}
+			info.Pending += c.Unsettled(src.last)
+			if c.Member() {
+				info.Groups = append(info.Groups, c.Source.ID)
 			}
 		}
-		if b.dev.Get([]byte(id)) != nil || info.Pending > 0 {
-			return nil
-		}
-		if k, _ := b.done.Cursor().Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) {
-			return nil
-		}
-		return fmt.Errorf("%s: %w", id, tether.ErrNotFound)
+		return nil
 	})
 	if err != nil {
 		return tether.DeviceInfo{}, err
@@ -97,27 +311,23 @@ func (s *Store) Group(ctx context.Context, id string) (tether.GroupInfo, error) 
 	if err := tether.CheckID("group", id); err != nil {
 		return tether.GroupInfo{}, err
 	}
-	var devices []string
+	info := tether.GroupInfo{ID: id, Devices: []tether.GroupMember{}}
 	err := s.view(ctx, "group", func(tx *bolt.Tx) error {
-		devices = scanSuffixes(tx.Bucket(bucketMem), prefixKey(id), nil)
+		prefix := prefixKey(id)
+		c := tx.Bucket(bucketMem).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			spans, err := ledger.DecodeSpans(v)
+			if err != nil {
+				return err
+			}
+			if n := len(spans); n > 0 && spans[n-1].To == 0 {
+				info.Devices = append(info.Devices, tether.GroupMember{ID: string(k[len(prefix):])})
+			}
+		}
 		return nil
 	})
 	if err != nil {
 		return tether.GroupInfo{}, err
 	}
-	info := tether.GroupInfo{ID: id, Devices: make([]tether.GroupMember, len(devices))}
-	for i, d := range devices {
-		info.Devices[i].ID = d
-	}
 	return info, nil
-}
-
-// scanSuffixes appends to out what follows prefix in every key of bucket
-// that starts with prefix, in key order.
-func scanSuffixes(bucket *bolt.Bucket, prefix []byte, out []string) []string {
-	c := bucket.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		out = append(out, string(k[len(prefix):]))
-	}
-	return out
 }

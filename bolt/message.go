@@ -3,45 +3,30 @@ package bolt
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
-	"time"
+	"sort"
 
 	"github.com/tetherpush/tether"
+	"github.com/tetherpush/tether/internal/ledger"
 	bolt "go.etcd.io/bbolt"
 )
 
-// buckets are the buckets of one transaction.
-type buckets struct {
-	msg, rcpt, open, done, exp, gc, idem, dev, mem, grp *bolt.Bucket
-}
-
-func bucketsOf(tx *bolt.Tx) buckets {
-	return buckets{
-		msg: tx.Bucket(bucketMsg), rcpt: tx.Bucket(bucketRcpt),
-		open: tx.Bucket(bucketOpen), done: tx.Bucket(bucketDone),
-		exp: tx.Bucket(bucketExp), gc: tx.Bucket(bucketGC),
-		idem: tx.Bucket(bucketIdem), dev: tx.Bucket(bucketDev),
-		mem: tx.Bucket(bucketMem), grp: tx.Bucket(bucketGrp),
-	}
-}
-
-// Publish stores msgs and one pending delivery per addressed device, in one
-// transaction shared with the other writes of its group commit, and returns
-// once that transaction is synced. See tether.Store.
-//
-// A message whose id is already stored for the same target (a retried
-// publish) is answered as a duplicate of itself; the same id for another
-// target is an EInvalid error, and so is a malformed message (bad target or
-// client id, empty or overlong id, zero times, expiry not after
-// publication). Errors: ErrClosed after Close, ctx's error (wrapped) when
-// ctx ends before the commit — the messages may then be stored or not.
+// Publish appends msgs to their targets' logs, in one transaction shared
+// with the other writes of its group commit, and returns once that
+// transaction is synced: five puts per message (log, ids, exp, src and,
+// with a client id, idem) whatever the size of a target group. See
+// tether.Store for duplicates. EInvalid for a malformed message or an id
+// already used for another target. Errors: ErrClosed after Close, ctx's
+// error (wrapped) when ctx ends before the commit — the messages may then
+// be stored or not.
 func (s *Store) Publish(ctx context.Context, msgs []*tether.Message) ([]tether.PublishResult, error) {
 	recs := make([][]byte, len(msgs))
 	for i, m := range msgs {
 		if err := tether.CheckStorable(m); err != nil {
 			return nil, err
 		}
-		recs[i] = encodeMessage(m)
+		recs[i] = ledger.EncodeMessage(m)
 	}
 	if len(msgs) == 0 {
 		return []tether.PublishResult{}, s.check(ctx, "publish")
@@ -65,181 +50,89 @@ func (s *Store) Publish(ctx context.Context, msgs []*tether.Message) ([]tether.P
 	return results, nil
 }
 
-// publish stores one message unless it is a duplicate.
+// publish appends one message unless it is a duplicate.
 func (b buckets) publish(m *tether.Message, rec []byte) (tether.PublishResult, error) {
-	id := []byte(m.ID)
-	if old := b.msg.Get(id); old != nil {
-		return b.republish(m, old)
+	if v := b.ids.Get([]byte(m.ID)); v != nil {
+		p, err := decodePosition(v)
+		if err != nil {
+			return tether.PublishResult{}, err
+		}
+		if p.source != m.Target {
+			return tether.PublishResult{}, tether.Errorf(tether.EInvalid, "message %s: id already used for target %s", m.ID, p.source)
+		}
+		return tether.PublishResult{ID: m.ID, Seq: p.seq, Recipients: p.recipients, Duplicate: true}, nil
 	}
 	var idemKey []byte
 	if m.ClientID != "" {
 		idemKey = pairKey(m.Target.String(), m.ClientID)
 		if v := b.idem.Get(idemKey); v != nil {
-			orig, err := decodeIdem(v)
+			e, err := ledger.DecodeIdem(v)
 			if err != nil {
 				return tether.PublishResult{}, err
 			}
-			if orig.expiresAt > m.PublishedAt.UnixNano() {
-				return tether.PublishResult{ID: orig.id, Recipients: orig.recipients, Duplicate: true}, nil
+			if e.ExpiresAt > m.PublishedAt.UnixNano() {
+				return tether.PublishResult{ID: e.ID, Seq: e.Seq, Recipients: e.Recipients, Duplicate: true}, nil
 			}
 		}
 	}
-	devices := b.recipients(m.Target)
+	src, err := b.getSource(m.Target)
+	if err != nil {
+		return tether.PublishResult{}, err
+	}
+	src.last++
+	p := position{source: m.Target, seq: src.last, recipients: 1}
+	if m.Target.Kind == tether.KindGroup {
+		p.recipients = src.members
+	}
 	exp := m.ExpiresAt.UnixNano()
-	if err := b.msg.Put(id, rec); err != nil {
-		return tether.PublishResult{}, err
-	}
-	if err := b.rcpt.Put(id, encodeRecipients(devices)); err != nil {
-		return tether.PublishResult{}, err
-	}
-	pending := delivery{state: statePending}.encode()
-	for _, d := range devices {
-		if err := b.open.Put(pairKey(d, m.ID), pending); err != nil {
-			return tether.PublishResult{}, err
-		}
-	}
-	if err := b.exp.Put(timeKey(exp, m.ID), nil); err != nil {
-		return tether.PublishResult{}, err
+	puts := []struct {
+		bucket *bolt.Bucket
+		k, v   []byte
+	}{
+		{b.log, logKey(m.Target, p.seq), rec},
+		{b.ids, []byte(m.ID), p.encode()},
+		{b.exp, timeKey(exp, m.ID), nil},
+		{b.src, []byte(m.Target.String()), src.encode()},
 	}
 	if idemKey != nil {
-		v := idem{expiresAt: exp, recipients: len(devices), id: m.ID}.encode()
-		if err := b.idem.Put(idemKey, v); err != nil {
+		e := ledger.Idem{ExpiresAt: exp, Recipients: p.recipients, Seq: p.seq, ID: m.ID}
+		puts = append(puts, struct {
+			bucket *bolt.Bucket
+			k, v   []byte
+		}{b.idem, idemKey, ledger.EncodeIdem(e)})
+	}
+	for _, put := range puts {
+		if err := put.bucket.Put(put.k, put.v); err != nil {
 			return tether.PublishResult{}, err
 		}
 	}
-	return tether.PublishResult{ID: m.ID, Recipients: len(devices), Devices: devices}, nil
+	return tether.PublishResult{ID: m.ID, Seq: p.seq, Recipients: p.recipients}, nil
 }
 
-// republish answers the publish of a message id already stored: a retry of
-// the same message is a duplicate of itself.
-func (b buckets) republish(m *tether.Message, old []byte) (tether.PublishResult, error) {
-	prev, err := decodeMessage(m.ID, old)
-	if err != nil {
-		return tether.PublishResult{}, err
+// Read returns, for each request, up to Limit entries of its log after
+// After: one range scan per request in one read transaction. EInvalid for
+// a malformed source or a limit below 1. See tether.Store.
+func (s *Store) Read(ctx context.Context, reqs []tether.ReadRequest) ([][]tether.Entry, error) {
+	for _, r := range reqs {
+		if err := checkSource(r.Source); err != nil {
+			return nil, err
+		}
+		if r.Limit < 1 {
+			return nil, tether.Errorf(tether.EInvalid, "read limit %d: must be at least 1", r.Limit)
+		}
 	}
-	if prev.Target != m.Target {
-		return tether.PublishResult{}, tether.Errorf(tether.EInvalid,
-			"message %s: id already used for target %s", m.ID, prev.Target)
-	}
-	devices, err := decodeRecipients(b.rcpt.Get([]byte(m.ID)))
-	if err != nil {
-		return tether.PublishResult{}, err
-	}
-	return tether.PublishResult{ID: m.ID, Recipients: len(devices), Duplicate: true}, nil
-}
-
-// recipients returns the devices a target addresses now, sorted.
-func (b buckets) recipients(t tether.Target) []string {
-	if t.Kind == tether.KindDevice {
-		return []string{t.ID}
-	}
-	devices := []string{}
-	prefix := prefixKey(t.ID)
-	c := b.mem.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		devices = append(devices, string(k[len(prefix):]))
-	}
-	return devices
-}
-
-// Pending returns up to limit unacked, unexpired deliveries of device with
-// message ids after after, in id order: one range scan of the open
-// deliveries of device in a read transaction. EInvalid for a bad device id
-// or a limit below 1. See tether.Store.
-func (s *Store) Pending(ctx context.Context, device, after string, limit int, now time.Time) ([]tether.Delivery, error) {
-	if err := tether.CheckID("device", device); err != nil {
-		return nil, err
-	}
-	if limit < 1 {
-		return nil, tether.Errorf(tether.EInvalid, "pending limit %d: must be at least 1", limit)
-	}
-	out := []tether.Delivery{}
-	nowN := now.UnixNano()
-	err := s.view(ctx, "pending", func(tx *bolt.Tx) error {
-		b := bucketsOf(tx)
-		prefix := prefixKey(device)
-		c := b.open.Cursor()
-		n := 0
-		for k, v := c.Seek(pairKey(device, after)); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			if n++; n%ctxCheckEvery == 0 && ctx.Err() != nil {
+	out := make([][]tether.Entry, len(reqs))
+	err := s.view(ctx, "read", func(tx *bolt.Tx) error {
+		logs := tx.Bucket(bucketLog)
+		for i, r := range reqs {
+			if i%64 == 63 && ctx.Err() != nil {
 				return ctx.Err()
 			}
-			id := string(k[len(prefix):])
-			if id == after {
-				continue
-			}
-			d, err := b.pendingDelivery(device, id, v, nowN)
-			if err != nil || d.Message == nil {
-				if err != nil {
-					return err
-				}
-				continue // expired
-			}
-			if out = append(out, d); len(out) == limit {
-				break
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-// pendingDelivery decodes an open delivery with its message; Message is nil
-// when the message has expired at nowN.
-func (b buckets) pendingDelivery(device, id string, v []byte, nowN int64) (tether.Delivery, error) {
-	rec := b.msg.Get([]byte(id))
-	if rec == nil {
-		return tether.Delivery{}, fmt.Errorf("delivery %s of %s without its message: %w", id, device, errCorrupt)
-	}
-	exp, err := messageExpiry(rec)
-	if err != nil || exp <= nowN {
-		return tether.Delivery{}, err
-	}
-	d, err := decodeDelivery(v)
-	if err != nil {
-		return tether.Delivery{}, err
-	}
-	m, err := decodeMessage(id, rec)
-	if err != nil {
-		return tether.Delivery{}, err
-	}
-	out := d.public(device)
-	out.Message = m
-	return out, nil
-}
-
-// Sent records one more attempt for each open delivery of device in ids and
-// returns the attempt numbers, 0 for an id that is not open (unknown,
-// acked, expired, dead). EInvalid for a bad device id. See tether.Store.
-func (s *Store) Sent(ctx context.Context, device string, ids []string) ([]int, error) {
-	if err := tether.CheckID("device", device); err != nil {
-		return nil, err
-	}
-	if len(ids) == 0 {
-		return []int{}, s.check(ctx, "sent")
-	}
-	var out []int
-	err := s.update(ctx, "sent", func(tx *bolt.Tx) error {
-		out = make([]int, len(ids))
-		open := tx.Bucket(bucketOpen)
-		for i, id := range ids {
-			k := pairKey(device, id)
-			v := open.Get(k)
-			if v == nil {
-				continue
-			}
-			d, err := decodeDelivery(v)
+			entries, err := readLog(logs, r)
 			if err != nil {
 				return err
 			}
-			d.state, d.attempts = stateInflight, d.attempts+1
-			if err := open.Put(k, d.encode()); err != nil {
-				return err
-			}
-			out[i] = d.attempts
+			out[i] = entries
 		}
 		return nil
 	})
@@ -249,100 +142,65 @@ func (s *Store) Sent(ctx context.Context, device string, ids []string) ([]int, e
 	return out, nil
 }
 
-// Ack marks device's open deliveries in ids acked at now and returns how
-// many were open. EInvalid for a bad device id. See tether.Store.
-func (s *Store) Ack(ctx context.Context, device string, ids []string, now time.Time) (int, error) {
-	return s.settle(ctx, "ack", device, ids, delivery{state: stateAcked, ackedAt: now.UnixNano()})
-}
-
-// Kill marks device's open deliveries in ids dead and returns how many were
-// open. EInvalid for a bad device id. See tether.Store.
-func (s *Store) Kill(ctx context.Context, device string, ids []string) (int, error) {
-	return s.settle(ctx, "kill", device, ids, delivery{state: stateDead})
-}
-
-// settle moves device's open deliveries in ids to done with final's state
-// (and acked time), keeping their attempts. It returns how many moved.
-func (s *Store) settle(ctx context.Context, op, device string, ids []string, final delivery) (int, error) {
-	if err := tether.CheckID("device", device); err != nil {
-		return 0, err
-	}
-	if len(ids) == 0 {
-		return 0, s.check(ctx, op)
-	}
-	var n int
-	err := s.update(ctx, op, func(tx *bolt.Tx) error {
-		n = 0
-		b := bucketsOf(tx)
-		for _, id := range ids {
-			ok, err := b.settleDelivery(pairKey(device, id), final)
-			if err != nil {
-				return err
-			}
-			if ok {
-				n++
-			}
+// readLog scans one log.
+func readLog(logs *bolt.Bucket, r tether.ReadRequest) ([]tether.Entry, error) {
+	prefix := prefixKey(r.Source.String())
+	var out []tether.Entry
+	c := logs.Cursor()
+	for k, v := c.Seek(seqKey(prefix, r.After+1)); k != nil && bytes.HasPrefix(k, prefix) && len(out) < r.Limit; k, v = c.Next() {
+		m, err := ledger.DecodeMessage(v)
+		if err != nil {
+			return nil, err
 		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
+		out = append(out, tether.Entry{Seq: binary.BigEndian.Uint64(k[len(prefix):]), Message: m})
 	}
-	return n, nil
+	return out, nil
 }
 
-// settleDelivery moves the open delivery at k, if any, to done with final's
-// state and acked time.
-func (b buckets) settleDelivery(k []byte, final delivery) (bool, error) {
-	v := b.open.Get(k)
-	if v == nil {
-		return false, nil
+// checkSource returns an EInvalid error for a malformed log source.
+func checkSource(t tether.Target) error {
+	if t.Kind != tether.KindDevice && t.Kind != tether.KindGroup {
+		return tether.Errorf(tether.EInvalid, "source %q: kind must be device or group", t.String())
 	}
-	d, err := decodeDelivery(v)
-	if err != nil {
-		return false, err
-	}
-	d.state, d.ackedAt = final.state, final.ackedAt
-	if err := b.open.Delete(k); err != nil {
-		return false, err
-	}
-	return true, b.done.Put(k, d.encode())
+	return tether.CheckID(string(t.Kind), t.ID)
 }
 
-// Message returns a stored message with its deliveries sorted by device,
-// in one read transaction. ErrNotFound (wrapped) for an unknown or purged
-// id. See tether.Store.
+// Message returns a stored message with the state of its delivery to each
+// device it is addressed to, sorted by device, in one read transaction:
+// the device of a device target, or the devices whose spans in the group
+// hold its position. ErrNotFound (wrapped) for an unknown or purged id.
+// See tether.Store.
 func (s *Store) Message(ctx context.Context, id string) (tether.MessageStatus, error) {
 	var st tether.MessageStatus
 	err := s.view(ctx, "message", func(tx *bolt.Tx) error {
 		b := bucketsOf(tx)
-		rec := b.msg.Get([]byte(id))
-		if rec == nil {
+		v := b.ids.Get([]byte(id))
+		if v == nil {
 			return fmt.Errorf("%s: %w", id, tether.ErrNotFound)
 		}
-		m, err := decodeMessage(id, rec)
+		p, err := decodePosition(v)
 		if err != nil {
 			return err
 		}
-		devices, err := decodeRecipients(b.rcpt.Get([]byte(id)))
+		rec := b.log.Get(logKey(p.source, p.seq))
+		if rec == nil {
+			return fmt.Errorf("%s: %w", id, tether.ErrNotFound)
+		}
+		m, err := ledger.DecodeMessage(rec)
+		if err != nil {
+			return err
+		}
+		devices, err := b.addressed(p.source, p.seq)
 		if err != nil {
 			return err
 		}
 		st = tether.MessageStatus{Message: *m, Deliveries: make([]tether.Delivery, 0, len(devices))}
-		for _, dev := range devices {
-			k := pairKey(dev, id)
-			v := b.open.Get(k)
-			if v == nil {
-				v = b.done.Get(k)
-			}
-			if v == nil {
-				return fmt.Errorf("message %s: delivery to %s missing: %w", id, dev, errCorrupt)
-			}
-			d, err := decodeDelivery(v)
+		for _, d := range devices {
+			dl, err := b.delivery(d, p.source, p.seq)
 			if err != nil {
 				return err
 			}
-			st.Deliveries = append(st.Deliveries, d.public(dev))
+			st.Deliveries = append(st.Deliveries, dl)
 		}
 		return nil
 	})
@@ -350,4 +208,60 @@ func (s *Store) Message(ctx context.Context, id string) (tether.MessageStatus, e
 		return tether.MessageStatus{}, err
 	}
 	return st, nil
+}
+
+// addressed returns the devices position seq of source is addressed to,
+// sorted.
+func (b buckets) addressed(source tether.Target, seq uint64) ([]string, error) {
+	if source.Kind == tether.KindDevice {
+		return []string{source.ID}, nil
+	}
+	var out []string
+	prefix := prefixKey(source.ID)
+	c := b.mem.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		spans, err := ledger.DecodeSpans(v)
+		if err != nil {
+			return nil, err
+		}
+		cur := tether.Cursor{Source: source, Spans: spans}
+		if cur.Addressed(seq) {
+			out = append(out, string(k[len(prefix):]))
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// delivery answers the state of position seq of source for device: from
+// its cursor, or from its history once the cursor's floor passed it.
+func (b buckets) delivery(device string, source tether.Target, seq uint64) (tether.Delivery, error) {
+	cs, err := b.getCursors(device)
+	if err != nil {
+		return tether.Delivery{}, err
+	}
+	r, ok := tether.Range{}, false
+	if i := tether.FindCursor(cs, source); i >= 0 {
+		r, ok = cs[i].State(seq)
+	} else if source.Kind == tether.KindDevice {
+		r, ok = (&tether.Cursor{Source: source}).State(seq)
+	}
+	if !ok {
+		if r, ok, err = b.history(device, source, seq); err != nil {
+			return tether.Delivery{}, err
+		}
+	}
+	if !ok { // settled, but its record is gone: it can only have expired
+		r = tether.Range{State: tether.StateExpired}
+	}
+	return deliveryOf(device, r), nil
+}
+
+// deliveryOf returns the delivery to device that r describes.
+func deliveryOf(device string, r tether.Range) tether.Delivery {
+	d := tether.Delivery{Device: device, State: r.State, Attempts: r.Attempts}
+	if r.State == tether.StateAcked {
+		d.AckedAt = r.At.UTC()
+	}
+	return d
 }

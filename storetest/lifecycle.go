@@ -29,10 +29,15 @@ func everyMethod(e *env, id string) []call {
 		}},
 		{"Join", func(ctx context.Context) error { return s.Join(ctx, "d", []string{"g"}) }},
 		{"Leave", func(ctx context.Context) error { return s.Leave(ctx, "g", "d") }},
-		{"Pending", func(ctx context.Context) error { _, err := s.Pending(ctx, "d", "", 10, t0); return err }},
-		{"Sent", func(ctx context.Context) error { _, err := s.Sent(ctx, "d", []string{id}); return err }},
-		{"Ack", func(ctx context.Context) error { _, err := s.Ack(ctx, "d", []string{id}, t0); return err }},
-		{"Kill", func(ctx context.Context) error { _, err := s.Kill(ctx, "d", []string{id}); return err }},
+		{"Cursors", func(ctx context.Context) error { _, err := s.Cursors(ctx, []string{"d"}); return err }},
+		{"Read", func(ctx context.Context) error {
+			_, err := s.Read(ctx, []tether.ReadRequest{{Source: dev("d"), Limit: 10}})
+			return err
+		}},
+		{"Commit", func(ctx context.Context) error {
+			_, err := s.Commit(ctx, []tether.Change{{Device: "d", At: t0, AckIDs: []string{id}}})
+			return err
+		}},
 		{"Expire", func(ctx context.Context) error { _, _, err := s.Expire(ctx, t0.Add(2*time.Hour), t0, 10); return err }},
 		{"Message", func(ctx context.Context) error { _, err := s.Message(ctx, id); return err }},
 		{"Device", func(ctx context.Context) error { _, err := s.Device(ctx, "d"); return err }},
@@ -172,7 +177,7 @@ func testConcurrent(t *testing.T, e *env) {
 		t.Errorf("acks counted %d deliveries in all, want %d", got, want)
 	}
 	for d := 0; d < devices; d++ {
-		e.checkPending(fmt.Sprintf("dev-%d", d))
+		e.checkOwed(fmt.Sprintf("dev-%d", d))
 	}
 }
 
@@ -195,8 +200,9 @@ func publishAll(e *env, device string, perDevice, perGroup, members int, newMsg 
 	return nil
 }
 
-// drain pulls, sends and acks device's deliveries until the publishers
-// are done and nothing is pending; it returns the acks counted.
+// drain reads device's logs after its floors, records the sends and acks
+// them, until the publishers are done and nothing is owed; it returns the
+// acks counted.
 func drain(e *env, device string, published <-chan struct{}) (int, error) {
 	total := 0
 	seen := map[string]bool{}
@@ -204,41 +210,62 @@ func drain(e *env, device string, published <-chan struct{}) (int, error) {
 		done := false
 		select {
 		case <-published:
-			done = true // what Pending answers from now on is all there is
+			done = true // what the logs hold from now on is all there is
 		default:
 		}
-		ds, err := e.s.Pending(e.ctx, device, "", 50, t0)
+		marks, err := owedMarks(e, device, seen)
 		if err != nil {
-			return total, fmt.Errorf("pending %s: %w", device, err)
+			return total, err
 		}
-		if len(ds) == 0 {
+		if len(marks) == 0 {
 			if done {
 				return total, nil
 			}
 			time.Sleep(time.Millisecond)
 			continue
 		}
-		var batch []string
-		for _, d := range ds {
-			if d.Message == nil {
-				return total, fmt.Errorf("pending %s: delivery without its Message", device)
-			}
-			if seen[d.Message.ID] {
-				return total, fmt.Errorf("%s: %s pending again after its ack", device, d.Message.ID)
-			}
-			seen[d.Message.ID] = true
-			batch = append(batch, d.Message.ID)
+		sent := make([]tether.Mark, len(marks))
+		for i, m := range marks {
+			sent[i] = m
+			sent[i].State, sent[i].Attempts = tether.StateInflight, 1
 		}
-		if _, err := e.s.Sent(e.ctx, device, batch); err != nil {
-			return total, fmt.Errorf("sent %s: %w", device, err)
+		if _, err := e.s.Commit(e.ctx, []tether.Change{{Device: device, At: t0, Marks: sent}}); err != nil {
+			return total, fmt.Errorf("commit sends of %s: %w", device, err)
 		}
-		n, err := e.s.Ack(e.ctx, device, batch, t0)
+		res, err := e.s.Commit(e.ctx, []tether.Change{{Device: device, At: t0, Marks: marks}})
 		if err != nil {
-			return total, fmt.Errorf("ack %s: %w", device, err)
+			return total, fmt.Errorf("commit acks of %s: %w", device, err)
 		}
-		if n != len(batch) {
-			return total, fmt.Errorf("ack %s of %d pending deliveries counted %d", device, len(batch), n)
+		if n := res[0].Acked; n != len(marks) {
+			return total, fmt.Errorf("ack %s of %d owed messages counted %d", device, len(marks), n)
 		}
-		total += n
+		total += len(marks)
 	}
+}
+
+// owedMarks returns acked marks for up to 50 messages device is owed, and
+// fails when one of them was acked before (in seen).
+func owedMarks(e *env, device string, seen map[string]bool) ([]tether.Mark, error) {
+	cs, err := e.s.Cursors(e.ctx, []string{device})
+	if err != nil {
+		return nil, fmt.Errorf("cursors of %s: %w", device, err)
+	}
+	var marks []tether.Mark
+	for _, c := range cs[0] {
+		res, err := e.s.Read(e.ctx, []tether.ReadRequest{{Source: c.Source, After: c.Floor, Limit: 50}})
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", c.Source, err)
+		}
+		for _, en := range res[0] {
+			if !c.Addressed(en.Seq) || c.IsSettled(en.Seq) {
+				continue
+			}
+			if seen[en.Message.ID] {
+				return nil, fmt.Errorf("%s: %s owed again after its ack", device, en.Message.ID)
+			}
+			seen[en.Message.ID] = true
+			marks = append(marks, tether.Mark{Source: c.Source, Seq: en.Seq, State: tether.StateAcked, Attempts: 1})
+		}
+	}
+	return marks, nil
 }

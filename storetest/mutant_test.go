@@ -29,17 +29,18 @@ type mutant struct {
 }
 
 var mutants = []mutant{
-	{"pending-reversed", "PendingOrder", func(s tether.Store) tether.Store { return &pendingReversed{s} }},
-	{"pending-ignores-after", "PendingCursor", func(s tether.Store) tether.Store { return &pendingIgnoresAfter{s} }},
-	{"pending-ignores-limit", "PendingCursor", func(s tether.Store) tether.Store { return &pendingIgnoresLimit{s} }},
-	{"pending-ignores-now", "PendingHidesExpired", func(s tether.Store) tether.Store { return &pendingIgnoresNow{s} }},
-	{"pending-drops-client-id", "PublishDevice", func(s tether.Store) tether.Store { return &pendingDropsClientID{s} }},
+	{"read-reversed", "LogOrder", func(s tether.Store) tether.Store { return &readReversed{s} }},
+	{"read-ignores-after", "Read", func(s tether.Store) tether.Store { return &readIgnoresAfter{s} }},
+	{"read-ignores-limit", "Read", func(s tether.Store) tether.Store { return &readIgnoresLimit{s} }},
+	{"read-drops-client-id", "PublishDevice", func(s tether.Store) tether.Store { return &readDropsClientID{s} }},
 	{"publish-forgets-client-id", "IdempotentPublish", func(s tether.Store) tether.Store { return &publishForgetsClientID{s} }},
-	{"publish-no-devices", "PublishGroupFanOut", func(s tether.Store) tether.Store { return &publishNoDevices{s} }},
+	{"publish-no-recipients", "PublishGroupOnce", func(s tether.Store) tether.Store { return &publishNoRecipients{s} }},
 	{"publish-loses-some", "Concurrent", func(s tether.Store) tether.Store { return &publishLosesSome{s} }},
-	{"sent-always-one", "Sent", func(s tether.Store) tether.Store { return &sentAlwaysOne{s} }},
-	{"ack-counts-ids", "Ack", func(s tether.Store) tether.Store { return &ackCountsIDs{s} }},
-	{"kill-noop", "Kill", func(s tether.Store) tether.Store { return &killNoop{s} }},
+	{"cursors-from-start", "MembersAtPublishTime", func(s tether.Store) tether.Store { return &cursorsFromStart{s} }},
+	{"commit-counts-marks", "Ack", func(s tether.Store) tether.Store { return &commitCountsMarks{s} }},
+	{"commit-ignores-ack-ids", "AckIDs", func(s tether.Store) tether.Store { return &commitIgnoresAckIDs{s} }},
+	{"commit-dead-as-acked", "Dead", func(s tether.Store) tether.Store { return &commitDeadAsAcked{s} }},
+	{"commit-drops-sends", "Sent", func(s tether.Store) tether.Store { return &commitDropsSends{s} }},
 	{"expire-no-purge", "Expire", func(s tether.Store) tether.Store { return &expireNoPurge{s} }},
 	{"expire-ignores-limit", "ExpireLimit", func(s tether.Store) tether.Store { return &expireIgnoresLimit{s} }},
 	{"message-unsorted", "MessageStatus", func(s tether.Store) tether.Store { return &messageUnsorted{s} }},
@@ -129,40 +130,46 @@ func TestControl(t *testing.T) {
 	storetest.RunDurable(t, openBolt)
 }
 
-type pendingReversed struct{ tether.Store }
+type readReversed struct{ tether.Store }
 
-func (s *pendingReversed) Pending(ctx context.Context, d, after string, limit int, now time.Time) ([]tether.Delivery, error) {
-	ds, err := s.Store.Pending(ctx, d, after, limit, now)
-	slices.Reverse(ds)
-	return ds, err
-}
-
-type pendingIgnoresAfter struct{ tether.Store }
-
-func (s *pendingIgnoresAfter) Pending(ctx context.Context, d, _ string, limit int, now time.Time) ([]tether.Delivery, error) {
-	return s.Store.Pending(ctx, d, "", limit, now)
-}
-
-type pendingIgnoresLimit struct{ tether.Store }
-
-func (s *pendingIgnoresLimit) Pending(ctx context.Context, d, after string, _ int, now time.Time) ([]tether.Delivery, error) {
-	return s.Store.Pending(ctx, d, after, 1000, now)
-}
-
-type pendingIgnoresNow struct{ tether.Store }
-
-func (s *pendingIgnoresNow) Pending(ctx context.Context, d, after string, limit int, _ time.Time) ([]tether.Delivery, error) {
-	return s.Store.Pending(ctx, d, after, limit, time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC))
-}
-
-type pendingDropsClientID struct{ tether.Store }
-
-func (s *pendingDropsClientID) Pending(ctx context.Context, d, after string, limit int, now time.Time) ([]tether.Delivery, error) {
-	ds, err := s.Store.Pending(ctx, d, after, limit, now)
-	for _, d := range ds {
-		d.Message.ClientID = ""
+func (s *readReversed) Read(ctx context.Context, reqs []tether.ReadRequest) ([][]tether.Entry, error) {
+	out, err := s.Store.Read(ctx, reqs)
+	for _, es := range out {
+		slices.Reverse(es)
 	}
-	return ds, err
+	return out, err
+}
+
+type readIgnoresAfter struct{ tether.Store }
+
+func (s *readIgnoresAfter) Read(ctx context.Context, reqs []tether.ReadRequest) ([][]tether.Entry, error) {
+	reqs = slices.Clone(reqs)
+	for i := range reqs {
+		reqs[i].After = 0
+	}
+	return s.Store.Read(ctx, reqs)
+}
+
+type readIgnoresLimit struct{ tether.Store }
+
+func (s *readIgnoresLimit) Read(ctx context.Context, reqs []tether.ReadRequest) ([][]tether.Entry, error) {
+	reqs = slices.Clone(reqs)
+	for i := range reqs {
+		reqs[i].Limit = 100_000
+	}
+	return s.Store.Read(ctx, reqs)
+}
+
+type readDropsClientID struct{ tether.Store }
+
+func (s *readDropsClientID) Read(ctx context.Context, reqs []tether.ReadRequest) ([][]tether.Entry, error) {
+	out, err := s.Store.Read(ctx, reqs)
+	for _, es := range out {
+		for _, e := range es {
+			e.Message.ClientID = ""
+		}
+	}
+	return out, err
 }
 
 type publishForgetsClientID struct{ tether.Store }
@@ -176,48 +183,86 @@ func (s *publishForgetsClientID) Publish(ctx context.Context, msgs []*tether.Mes
 	return s.Store.Publish(ctx, msgs)
 }
 
-type publishNoDevices struct{ tether.Store }
+type publishNoRecipients struct{ tether.Store }
 
-func (s *publishNoDevices) Publish(ctx context.Context, msgs []*tether.Message) ([]tether.PublishResult, error) {
+func (s *publishNoRecipients) Publish(ctx context.Context, msgs []*tether.Message) ([]tether.PublishResult, error) {
 	res, err := s.Store.Publish(ctx, msgs)
 	for i := range res {
-		res[i].Devices = nil
+		res[i].Recipients = 0
 	}
 	return res, err
 }
 
 // publishLosesSome loses about one device message in ten after reporting
-// it stored.
+// it stored: it settles it as acked behind the device's back.
 type publishLosesSome struct{ tether.Store }
 
 func (s *publishLosesSome) Publish(ctx context.Context, msgs []*tether.Message) ([]tether.PublishResult, error) {
 	res, err := s.Store.Publish(ctx, msgs)
 	if err == nil && len(msgs) == 1 && strings.HasSuffix(msgs[0].ID, "7") && msgs[0].Target.Kind == tether.KindDevice {
-		s.Store.Ack(ctx, msgs[0].Target.ID, []string{msgs[0].ID}, time.Now()) // gone, but reported stored
+		s.Store.Commit(ctx, []tether.Change{{Device: msgs[0].Target.ID, At: time.Now(), AckIDs: []string{msgs[0].ID}}})
 	}
 	return res, err
 }
 
-type sentAlwaysOne struct{ tether.Store }
+// cursorsFromStart answers group cursors as if the device had always been
+// a member.
+type cursorsFromStart struct{ tether.Store }
 
-func (s *sentAlwaysOne) Sent(ctx context.Context, d string, ids []string) ([]int, error) {
-	out, err := s.Store.Sent(ctx, d, ids)
-	for i := range out {
-		out[i] = 1
+func (s *cursorsFromStart) Cursors(ctx context.Context, devices []string) ([][]tether.Cursor, error) {
+	out, err := s.Store.Cursors(ctx, devices)
+	for _, cs := range out {
+		for i := range cs {
+			if cs[i].Source.Kind == tether.KindGroup {
+				cs[i].Floor, cs[i].Spans = 0, []tether.Span{{From: 0}}
+			}
+		}
 	}
 	return out, err
 }
 
-type ackCountsIDs struct{ tether.Store }
+type commitCountsMarks struct{ tether.Store }
 
-func (s *ackCountsIDs) Ack(ctx context.Context, d string, ids []string, now time.Time) (int, error) {
-	_, err := s.Store.Ack(ctx, d, ids, now)
-	return len(ids), err
+func (s *commitCountsMarks) Commit(ctx context.Context, changes []tether.Change) ([]tether.Committed, error) {
+	out, err := s.Store.Commit(ctx, changes)
+	for i := range out {
+		out[i].Acked = len(changes[i].Marks)
+	}
+	return out, err
 }
 
-type killNoop struct{ tether.Store }
+type commitIgnoresAckIDs struct{ tether.Store }
 
-func (s *killNoop) Kill(context.Context, string, []string) (int, error) { return 1, nil }
+func (s *commitIgnoresAckIDs) Commit(ctx context.Context, changes []tether.Change) ([]tether.Committed, error) {
+	changes = slices.Clone(changes)
+	for i := range changes {
+		changes[i].AckIDs = nil
+	}
+	return s.Store.Commit(ctx, changes)
+}
+
+type commitDeadAsAcked struct{ tether.Store }
+
+func (s *commitDeadAsAcked) Commit(ctx context.Context, changes []tether.Change) ([]tether.Committed, error) {
+	for _, ch := range changes {
+		for i := range ch.Marks {
+			if ch.Marks[i].State == tether.StateDead {
+				ch.Marks[i].State = tether.StateAcked
+			}
+		}
+	}
+	return s.Store.Commit(ctx, changes)
+}
+
+type commitDropsSends struct{ tether.Store }
+
+func (s *commitDropsSends) Commit(ctx context.Context, changes []tether.Change) ([]tether.Committed, error) {
+	changes = slices.Clone(changes)
+	for i := range changes {
+		changes[i].Marks = slices.DeleteFunc(slices.Clone(changes[i].Marks), func(m tether.Mark) bool { return m.State == tether.StateInflight })
+	}
+	return s.Store.Commit(ctx, changes)
+}
 
 type expireNoPurge struct{ tether.Store }
 
@@ -268,8 +313,8 @@ func (s *ignoresCtx) Publish(_ context.Context, msgs []*tether.Message) ([]tethe
 	return s.Store.Publish(context.Background(), msgs)
 }
 
-func (s *ignoresCtx) Pending(_ context.Context, d, after string, limit int, now time.Time) ([]tether.Delivery, error) {
-	return s.Store.Pending(context.Background(), d, after, limit, now)
+func (s *ignoresCtx) Read(_ context.Context, reqs []tether.ReadRequest) ([][]tether.Entry, error) {
+	return s.Store.Read(context.Background(), reqs)
 }
 
 type closeTwiceFails struct {

@@ -17,70 +17,62 @@ func testPing(t *testing.T, e *env) {
 	}
 }
 
-// testPublishDevice: a device message comes back from Pending with every
-// field intact, and the store does not keep the caller's bytes.
+// testPublishDevice: a device message comes back from its log with every
+// field intact, at position 1, and the store does not keep the caller's
+// bytes.
 func testPublishDevice(t *testing.T, e *env) {
 	m := e.msg(dev("pos-1"))
 	m.ClientID = "order-42"
 	m.Data = json.RawMessage(`{"total": 12.5, "items": ["a", "b"], "note": "caf\u00e9 ☕"}`)
 	m.PublishedAt = t0.In(time.FixedZone("CET", 3600))
 	m.ExpiresAt = t0.Add(36*time.Hour + 7*time.Millisecond)
-	want := *m
-	want.Data = bytes.Clone(m.Data)
+	orig := *m
+	orig.Data = bytes.Clone(m.Data)
 
-	e.publishOne(m, "pos-1")
+	e.publishOne(m, 1, 1)
 	m.Data[0] = 'X' // the store must have copied the data
 
-	ds := e.checkPending("pos-1", want.ID)
-	if len(ds) != 1 {
-		return
+	got := e.checkOwed("pos-1", orig.ID)
+	if len(got) == 1 {
+		checkMessage(t, got[0], &orig)
 	}
-	d := ds[0]
-	if d.Device != "pos-1" || d.State != tether.StatePending || d.Attempts != 0 || !d.AckedAt.IsZero() {
-		t.Errorf("delivery = {%s %s attempts %d acked %v}, want {pos-1 pending attempts 0 acked zero}",
-			d.Device, d.State, d.Attempts, d.AckedAt)
-	}
-	checkMessage(t, d.Message, &want)
-	e.checkPending("pos-2")
+	e.checkOwed("pos-2")
+	e.checkDeliveries(orig.ID, want{"pos-1", tether.StatePending, 0, time.Time{}})
 }
 
-// testPublishGroupFanOut: a group message is addressed to the members at
-// publish time only.
-func testPublishGroupFanOut(t *testing.T, e *env) {
-	e.join("a", "shop-1")
-	e.join("b", "shop-1", "shop-2")
-	m1 := e.msg(group("shop-1"))
-	e.publishOne(m1, "a", "b")
-
-	e.join("c", "shop-1")  // joins after m1
-	e.leave("shop-1", "b") // leaves before m2
-	m2 := e.msg(group("shop-1"))
-	e.publishOne(m2, "a", "c")
-	m3 := e.msg(group("shop-2"))
-	e.publishOne(m3, "b")
-
-	ds := e.checkPending("a", m1.ID, m2.ID)
-	if len(ds) > 0 {
-		checkMessage(t, ds[0].Message, m1)
+// testPublishGroupOnce: a group message is one entry of the group's log,
+// not a copy per member, and is owed to every member.
+func testPublishGroupOnce(t *testing.T, e *env) {
+	for _, d := range []string{"a", "b", "c"} {
+		e.join(d, "shop")
 	}
-	e.checkPending("b", m1.ID, m3.ID)
-	e.checkPending("c", m2.ID)
+	m := e.msg(group("shop"))
+	e.publishOne(m, 1, 3)
+	if got := e.read(group("shop"), 0, 10); len(got) != 1 || got[0].Seq != 1 {
+		t.Errorf("group log = %+v, want one entry at 1", got)
+	} else {
+		checkMessage(t, got[0].Message, m)
+	}
+	for _, d := range []string{"a", "b", "c"} {
+		e.checkOwed(d, m.ID)
+		if got := e.read(dev(d), 0, 10); len(got) != 0 {
+			t.Errorf("device %s's own log holds %d entries after a group publish, want 0", d, len(got))
+		}
+	}
 }
 
 // testPublishEmptyGroup: a message to a group without members is stored
 // with no deliveries.
 func testPublishEmptyGroup(t *testing.T, e *env) {
 	m := e.msg(group("nobody"))
-	r := e.publish(m)[0]
-	if r.ID != m.ID || r.Recipients != 0 || len(r.Devices) != 0 || r.Duplicate {
-		t.Errorf("publish to empty group = %+v, want id %s, 0 recipients, no devices", r, m.ID)
-	}
+	e.publishOne(m, 1, 0)
 	st := e.message(m.ID)
 	checkMessage(t, &st.Message, m)
 	e.checkDeliveries(m.ID)
 }
 
-// testPublishBatch: one call with many messages to several targets.
+// testPublishBatch: one call with many messages to several targets numbers
+// each log from 1 in call order.
 func testPublishBatch(t *testing.T, e *env) {
 	e.join("a", "g")
 	e.join("b", "g")
@@ -102,67 +94,88 @@ func testPublishBatch(t *testing.T, e *env) {
 		msgs = append(msgs, m)
 	}
 	res := e.publish(msgs...)
+	next := map[tether.Target]uint64{}
 	for i, r := range res {
-		want := tether.PublishResult{ID: msgs[i].ID, Recipients: 1, Devices: []string{msgs[i].Target.ID}}
+		next[msgs[i].Target]++
+		want := tether.PublishResult{ID: msgs[i].ID, Seq: next[msgs[i].Target], Recipients: 1}
 		if msgs[i].Target.Kind == tether.KindGroup {
-			want = tether.PublishResult{ID: msgs[i].ID, Recipients: 2, Devices: []string{"a", "b"}}
+			want.Recipients = 2
 		}
 		checkResult(t, msgs[i].ID, r, want)
 	}
-	e.checkPending("a", wantA...)
-	e.checkPending("b", wantB...)
+	e.checkOwed("a", wantA...)
+	e.checkOwed("b", wantB...)
 }
 
-// testPendingOrder: Pending answers in message id order whatever the order
-// and grouping of the Publish calls, mixing targets.
-func testPendingOrder(t *testing.T, e *env) {
-	e.join("d", "g")
-	m := make([]*tether.Message, 6)
+// testLogOrder: positions follow the order of the Publish calls, whatever
+// the message ids; Read answers in position order.
+func testLogOrder(t *testing.T, e *env) {
+	m := make([]*tether.Message, 5)
 	for i := range m {
-		target := dev("d")
-		if i == 2 {
-			target = group("g")
-		}
-		m[i] = e.msg(target)
+		m[i] = e.msg(dev("d"))
 	}
 	e.publish(m[1], m[0])
 	e.publish(m[3])
-	e.publish(m[2])
-	e.publish(m[5], m[4])
-	e.checkPending("d", m[0].ID, m[1].ID, m[2].ID, m[3].ID, m[4].ID, m[5].ID)
+	e.publish(m[2], m[4])
+	var got []string
+	for i, en := range e.read(dev("d"), 0, 10) {
+		if en.Seq != uint64(i+1) {
+			t.Errorf("entry %d at position %d, want %d", i, en.Seq, i+1)
+		}
+		got = append(got, en.Message.ID)
+	}
+	if want := []string{m[1].ID, m[0].ID, m[3].ID, m[2].ID, m[4].ID}; !slices.Equal(got, want) {
+		t.Errorf("log of d = %q, want %q (the order of the calls)", got, want)
+	}
 }
 
-// testPendingCursor: after is exclusive, limit is exact, and settled
-// deliveries do not count.
-func testPendingCursor(t *testing.T, e *env) {
-	var id []string
-	for i := 0; i < 5; i++ {
-		m := e.msg(dev("d"))
-		e.publish(m)
-		id = append(id, m.ID)
-	}
+// testRead: After is exclusive, Limit is exact, several requests are
+// answered in order, an unknown log is empty.
+func testRead(t *testing.T, e *env) {
+	id := e.publishTo(dev("d"), 5)
+	other := e.publishTo(dev("e"), 1)
 	pages := []struct {
-		after string
+		after uint64
 		limit int
 		want  []string
 	}{
-		{"", 2, id[0:2]},
-		{id[1], 2, id[2:4]},
-		{id[3], 2, id[4:5]},
-		{id[4], 2, nil},
-		{"", 1, id[0:1]},
-		{"", 10, id},
-		{id[1] + "x", 2, id[2:4]}, // an id between two stored ones
-		{"0", 3, id[0:3]},         // an id before all of them
+		{0, 2, id[0:2]}, {2, 2, id[2:4]}, {4, 2, id[4:5]}, {5, 2, nil}, {0, 10, id}, {3, 1, id[3:4]},
 	}
 	for _, p := range pages {
-		if got := ids(e.pending("d", p.after, p.limit, t0)); !slices.Equal(got, p.want) {
-			t.Errorf("Pending(d, after %q, limit %d) = %q, want %q", p.after, p.limit, got, p.want)
+		var got []string
+		for _, en := range e.read(dev("d"), p.after, p.limit) {
+			got = append(got, en.Message.ID)
+		}
+		if !slices.Equal(got, p.want) {
+			t.Errorf("Read(d after %d, limit %d) = %q, want %q", p.after, p.limit, got, p.want)
 		}
 	}
-	e.checkAck("d", []string{id[2]}, t0, 1)
-	if got := ids(e.pending("d", id[1], 2, t0)); !slices.Equal(got, []string{id[3], id[4]}) {
-		t.Errorf("after acking %s: Pending(d, after %q, limit 2) = %q, want %q", id[2], id[1], got, id[3:5])
+	res, err := e.s.Read(e.ctx, []tether.ReadRequest{
+		{Source: dev("e"), Limit: 5}, {Source: group("none"), Limit: 5}, {Source: dev("d"), After: 4, Limit: 5},
+	})
+	if err != nil {
+		t.Fatalf("Read of three logs: %v", err)
+	}
+	if len(res) != 3 || len(res[0]) != 1 || res[0][0].Message.ID != other[0] || len(res[1]) != 0 ||
+		len(res[2]) != 1 || res[2][0].Message.ID != id[4] {
+		t.Errorf("Read of three logs = %+v", res)
+	}
+}
+
+// testRetriedID: publishing a stored id again for the same target is a
+// duplicate of itself; for another target it is EInvalid.
+func testRetriedID(t *testing.T, e *env) {
+	m := e.msg(dev("d"))
+	e.publishOne(m, 1, 1)
+	again := *m
+	checkResult(t, "retried id", e.publish(&again)[0], tether.PublishResult{ID: m.ID, Seq: 1, Recipients: 1, Duplicate: true})
+	other := *m
+	other.Target = dev("e")
+	if _, err := e.s.Publish(e.ctx, []*tether.Message{&other}); tether.ErrorCode(err) != tether.EInvalid {
+		t.Errorf("id reused for another target: error %v, want EInvalid", err)
+	}
+	if got := e.read(dev("d"), 0, 10); len(got) != 1 {
+		t.Errorf("log of d holds %d entries, want 1", len(got))
 	}
 }
 
@@ -178,27 +191,27 @@ func testIdempotentPublish(t *testing.T, e *env) {
 		return m
 	}
 	m1 := withClient(dev("d"), "k1", 0)
-	e.publishOne(m1, "d")
+	e.publishOne(m1, 1, 1)
 	m2 := withClient(dev("d"), "k1", time.Minute)
 	checkResult(t, "same client id, same device", e.publish(m2)[0],
-		tether.PublishResult{ID: m1.ID, Recipients: 1, Duplicate: true})
+		tether.PublishResult{ID: m1.ID, Seq: 1, Recipients: 1, Duplicate: true})
 	e.checkNotFound(m2.ID)
 
-	e.publishOne(withClient(dev("e"), "k1", time.Minute), "e")
+	e.publishOne(withClient(dev("e"), "k1", time.Minute), 1, 1)
 	m4 := withClient(group("g"), "k1", time.Minute)
-	e.publishOne(m4, "a", "b")
+	e.publishOne(m4, 1, 2)
 	checkResult(t, "same client id, same group", e.publish(withClient(group("g"), "k1", 2*time.Minute))[0],
-		tether.PublishResult{ID: m4.ID, Recipients: 2, Duplicate: true})
+		tether.PublishResult{ID: m4.ID, Seq: 1, Recipients: 2, Duplicate: true})
 
 	m6, m7, m8 := withClient(dev("d"), "k2", 0), withClient(dev("d"), "k2", 0), withClient(dev("d"), "", 0)
 	m9 := withClient(dev("d"), "", 0)
 	res := e.publish(m6, m7, m8, m9)
-	checkResult(t, "first of a call", res[0], tether.PublishResult{ID: m6.ID, Recipients: 1, Devices: []string{"d"}})
-	checkResult(t, "duplicate within a call", res[1], tether.PublishResult{ID: m6.ID, Recipients: 1, Duplicate: true})
-	checkResult(t, "no client id", res[2], tether.PublishResult{ID: m8.ID, Recipients: 1, Devices: []string{"d"}})
-	checkResult(t, "no client id again", res[3], tether.PublishResult{ID: m9.ID, Recipients: 1, Devices: []string{"d"}})
-	e.checkPending("d", m1.ID, m6.ID, m8.ID, m9.ID)
-	e.checkPending("a", m4.ID)
+	checkResult(t, "first of a call", res[0], tether.PublishResult{ID: m6.ID, Seq: 2, Recipients: 1})
+	checkResult(t, "duplicate within a call", res[1], tether.PublishResult{ID: m6.ID, Seq: 2, Recipients: 1, Duplicate: true})
+	checkResult(t, "no client id", res[2], tether.PublishResult{ID: m8.ID, Seq: 3, Recipients: 1})
+	checkResult(t, "no client id again", res[3], tether.PublishResult{ID: m9.ID, Seq: 4, Recipients: 1})
+	e.checkOwed("d", m1.ID, m6.ID, m8.ID, m9.ID)
+	e.checkOwed("a", m4.ID)
 }
 
 // testIdempotentAfterExpiry: once the original has expired at the new
@@ -211,19 +224,19 @@ func testIdempotentAfterExpiry(t *testing.T, e *env) {
 		return m
 	}
 	m1 := at(0)
-	e.publishOne(m1, "d")
+	e.publishOne(m1, 1, 1)
 	checkResult(t, "before expiry", e.publish(at(59 * time.Minute))[0],
-		tether.PublishResult{ID: m1.ID, Recipients: 1, Duplicate: true})
+		tether.PublishResult{ID: m1.ID, Seq: 1, Recipients: 1, Duplicate: true})
 	m3 := at(time.Hour) // m1 expired at exactly this instant
-	e.publishOne(m3, "d")
+	e.publishOne(m3, 2, 1)
 	checkResult(t, "duplicate of the new one", e.publish(at(61 * time.Minute))[0],
-		tether.PublishResult{ID: m3.ID, Recipients: 1, Duplicate: true})
+		tether.PublishResult{ID: m3.ID, Seq: 2, Recipients: 1, Duplicate: true})
 
 	// Purge m1 (expired at t0+1h); the key now belongs to m3.
 	e.checkExpire(t0.Add(90*time.Minute), t0.Add(90*time.Minute), 100, 1, false)
 	e.checkNotFound(m1.ID)
 	checkResult(t, "after purging the old one", e.publish(at(62 * time.Minute))[0],
-		tether.PublishResult{ID: m3.ID, Recipients: 1, Duplicate: true})
+		tether.PublishResult{ID: m3.ID, Seq: 2, Recipients: 1, Duplicate: true})
 }
 
 // testMessageNotFound: an unknown id is ErrNotFound.
@@ -237,7 +250,7 @@ func testMessageNotFound(t *testing.T, e *env) {
 	}
 }
 
-// testInvalidArguments: malformed ids are EInvalid errors.
+// testInvalidArguments: malformed ids and limits are EInvalid errors.
 func testInvalidArguments(t *testing.T, e *env) {
 	good := e.msg(dev("d"))
 	badTarget := e.msg(tether.Target{Kind: tether.KindDevice, ID: "no spaces"})
@@ -253,6 +266,14 @@ func testInvalidArguments(t *testing.T, e *env) {
 		{"Publish(bad device target)", func() error { _, err := e.s.Publish(e.ctx, []*tether.Message{good, badTarget}); return err }},
 		{"Publish(empty group id)", func() error { _, err := e.s.Publish(e.ctx, []*tether.Message{emptyGroup}); return err }},
 		{"Publish(bad target kind)", func() error { _, err := e.s.Publish(e.ctx, []*tether.Message{badKind}); return err }},
+		{"Cursors(bad device)", func() error { _, err := e.s.Cursors(e.ctx, []string{"d", "bad id"}); return err }},
+		{"Read(bad source)", func() error {
+			_, err := e.s.Read(e.ctx, []tether.ReadRequest{{Source: tether.Target{Kind: "shop", ID: "s"}, Limit: 1}})
+			return err
+		}},
+		{"Read(limit 0)", func() error { _, err := e.s.Read(e.ctx, []tether.ReadRequest{{Source: dev("d")}}); return err }},
+		{"Commit(bad device)", func() error { _, err := e.s.Commit(e.ctx, []tether.Change{{Device: "bad id"}}); return err }},
+		{"Expire(limit 0)", func() error { _, _, err := e.s.Expire(e.ctx, t0, t0, 0); return err }},
 	}
 	for _, c := range calls {
 		if err := c.call(); tether.ErrorCode(err) != tether.EInvalid {

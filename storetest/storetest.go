@@ -8,15 +8,18 @@
 // Each subtest opens a fresh, empty store and closes it when it ends. The
 // suite makes message ids with a zero-padded counter: a store may assume no
 // format except that string order is publish order.
+//
+// What a device is owed is read the way the hub reads it: its cursors
+// (Store.Cursors), then each cursor's log after its floor (Store.Read),
+// keeping the positions addressed to it and not settled.
 package storetest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -38,16 +41,24 @@ func Run(t *testing.T, open func(t *testing.T) tether.Store) {
 	}{
 		{"Ping", testPing},
 		{"PublishDevice", testPublishDevice},
-		{"PublishGroupFanOut", testPublishGroupFanOut},
+		{"PublishGroupOnce", testPublishGroupOnce},
 		{"PublishEmptyGroup", testPublishEmptyGroup},
 		{"PublishBatch", testPublishBatch},
-		{"PendingOrder", testPendingOrder},
-		{"PendingCursor", testPendingCursor},
-		{"PendingHidesExpired", testPendingHidesExpired},
-		{"Sent", testSent},
+		{"LogOrder", testLogOrder},
+		{"Read", testRead},
+		{"RetriedID", testRetriedID},
+		{"MembersAtPublishTime", testMembersAtPublishTime},
+		{"LeaveStillOwed", testLeaveStillOwed},
+		{"Rejoin", testRejoin},
+		{"Cursors", testCursors},
 		{"Ack", testAck},
-		{"Kill", testKill},
+		{"AckOutOfOrder", testAckOutOfOrder},
+		{"AckIDs", testAckIDs},
+		{"Sent", testSent},
+		{"Dead", testDead},
+		{"History", testHistory},
 		{"Expire", testExpire},
+		{"ExpireGroup", testExpireGroup},
 		{"ExpireLimit", testExpireLimit},
 		{"IdempotentPublish", testIdempotentPublish},
 		{"IdempotentAfterExpiry", testIdempotentAfterExpiry},
@@ -80,12 +91,21 @@ type env struct {
 	s   tether.Store
 	ctx context.Context
 	ids *idGen
+
+	mu  sync.Mutex          // guards following
+	pos map[string]position // message id → where the store put it
+}
+
+// position is where a published message lives.
+type position struct {
+	source tether.Target
+	seq    uint64
 }
 
 func newEnv(t *testing.T, s tether.Store) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	t.Cleanup(cancel)
-	return &env{t: t, s: s, ctx: ctx, ids: &idGen{prefix: "01JT"}}
+	return &env{t: t, s: s, ctx: ctx, ids: &idGen{prefix: "01JT"}, pos: map[string]position{}}
 }
 
 // idGen yields sortable message ids: prefix and a zero-padded counter.
@@ -115,6 +135,7 @@ func (e *env) msg(target tether.Target) *tether.Message {
 func dev(id string) tether.Target   { return tether.DeviceTarget(id) }
 func group(id string) tether.Target { return tether.GroupTarget(id) }
 
+// publish publishes msgs in one call and remembers where each new one went.
 func (e *env) publish(msgs ...*tether.Message) []tether.PublishResult {
 	e.t.Helper()
 	res, err := e.s.Publish(e.ctx, msgs)
@@ -124,21 +145,52 @@ func (e *env) publish(msgs ...*tether.Message) []tether.PublishResult {
 	if len(res) != len(msgs) {
 		e.t.Fatalf("Publish(%d messages) returned %d results, want one per message", len(msgs), len(res))
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i, r := range res {
+		if !r.Duplicate {
+			e.pos[r.ID] = position{msgs[i].Target, r.Seq}
+		}
+	}
 	return res
 }
 
-// publishOne publishes m and checks that it is new and addressed to
-// devices.
-func (e *env) publishOne(m *tether.Message, devices ...string) {
+// where returns the log and position of published message id.
+func (e *env) where(id string) position {
+	e.t.Helper()
+	e.mu.Lock()
+	p, ok := e.pos[id]
+	e.mu.Unlock()
+	if !ok {
+		e.t.Fatalf("message %s was not published by this test", id)
+	}
+	return p
+}
+
+// publishOne publishes m and checks that it is new, at position seq of its
+// log, for recipients devices.
+func (e *env) publishOne(m *tether.Message, seq uint64, recipients int) {
 	e.t.Helper()
 	r := e.publish(m)[0]
-	checkResult(e.t, m.ID, r, tether.PublishResult{ID: m.ID, Recipients: len(devices), Devices: devices})
+	checkResult(e.t, m.ID, r, tether.PublishResult{ID: m.ID, Seq: seq, Recipients: recipients})
+}
+
+// publishTo publishes n messages to target, one call each, and returns
+// their ids.
+func (e *env) publishTo(target tether.Target, n int) []string {
+	e.t.Helper()
+	var out []string
+	for i := 0; i < n; i++ {
+		m := e.msg(target)
+		e.publish(m)
+		out = append(out, m.ID)
+	}
+	return out
 }
 
 func checkResult(t *testing.T, what string, got, want tether.PublishResult) {
 	t.Helper()
-	if got.ID != want.ID || got.Recipients != want.Recipients || got.Duplicate != want.Duplicate ||
-		!slices.Equal(got.Devices, want.Devices) {
+	if got != want {
 		t.Errorf("publish %s: result %+v, want %+v", what, got, want)
 	}
 }
@@ -157,64 +209,114 @@ func (e *env) leave(group, device string) {
 	}
 }
 
-func (e *env) pending(device, after string, limit int, now time.Time) []tether.Delivery {
+// cursors returns device's cursors.
+func (e *env) cursors(device string) []tether.Cursor {
 	e.t.Helper()
-	ds, err := e.s.Pending(e.ctx, device, after, limit, now)
+	cs, err := e.s.Cursors(e.ctx, []string{device})
 	if err != nil {
-		e.t.Fatalf("Pending(%s, after %q, limit %d): %v", device, after, limit, err)
+		e.t.Fatalf("Cursors(%s): %v", device, err)
 	}
-	return ds
+	if len(cs) != 1 {
+		e.t.Fatalf("Cursors(%s) answered %d lists, want 1", device, len(cs))
+	}
+	if len(cs[0]) == 0 || cs[0][0].Source != dev(device) {
+		e.t.Fatalf("Cursors(%s) = %+v: want the device's own log first", device, cs[0])
+	}
+	return cs[0]
 }
 
-// checkPending checks that device's pending ids at t0 are want, in order.
-func (e *env) checkPending(device string, want ...string) []tether.Delivery {
+// read returns the entries of source after after.
+func (e *env) read(source tether.Target, after uint64, limit int) []tether.Entry {
 	e.t.Helper()
-	ds := e.pending(device, "", 1000, t0)
-	if got := ids(ds); !slices.Equal(got, want) {
-		e.t.Errorf("Pending(%s) = %q, want %q", device, got, want)
-	}
-	return ds
-}
-
-func (e *env) sent(device string, ids ...string) []int {
-	e.t.Helper()
-	n, err := e.s.Sent(e.ctx, device, ids)
+	res, err := e.s.Read(e.ctx, []tether.ReadRequest{{Source: source, After: after, Limit: limit}})
 	if err != nil {
-		e.t.Fatalf("Sent(%s, %q): %v", device, ids, err)
+		e.t.Fatalf("Read(%s after %d, limit %d): %v", source, after, limit, err)
 	}
-	if len(n) != len(ids) {
-		e.t.Fatalf("Sent(%s, %q) = %v: want one attempt count per id", device, ids, n)
+	if len(res) != 1 {
+		e.t.Fatalf("Read answered %d lists for 1 request", len(res))
 	}
-	return n
+	return res[0]
 }
 
-func (e *env) checkSent(device string, ids []string, want ...int) {
+// owed returns what device is owed at now, as the hub would find it: for
+// each cursor, the entries after its floor addressed to the device, not
+// settled and not expired. Ids are sorted (publish order).
+func (e *env) owed(device string, now time.Time) []*tether.Message {
 	e.t.Helper()
-	if got := e.sent(device, ids...); !slices.Equal(got, want) {
-		e.t.Errorf("Sent(%s, %q) = %v, want %v", device, ids, got, want)
+	var out []*tether.Message
+	for _, c := range e.cursors(device) {
+		for _, en := range e.read(c.Source, c.Floor, 100_000) {
+			if c.Addressed(en.Seq) && !c.IsSettled(en.Seq) && en.Message.ExpiresAt.After(now) {
+				out = append(out, en.Message)
+			}
+		}
 	}
+	slices.SortFunc(out, func(a, b *tether.Message) int { return cmpString(a.ID, b.ID) })
+	return out
 }
 
-func (e *env) checkAck(device string, ids []string, now time.Time, want int) {
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// checkOwed checks that device is owed exactly the messages ids at t0.
+func (e *env) checkOwed(device string, ids ...string) []*tether.Message {
 	e.t.Helper()
-	n, err := e.s.Ack(e.ctx, device, ids, now)
+	ms := e.owed(device, t0)
+	got := make([]string, len(ms))
+	for i, m := range ms {
+		got[i] = m.ID
+	}
+	if ids == nil {
+		ids = []string{}
+	}
+	if !slices.Equal(got, ids) {
+		e.t.Errorf("%s is owed %q, want %q", device, got, ids)
+	}
+	return ms
+}
+
+// commit commits changes and checks one answer per change.
+func (e *env) commit(changes ...tether.Change) []tether.Committed {
+	e.t.Helper()
+	out, err := e.s.Commit(e.ctx, changes)
 	if err != nil {
-		e.t.Fatalf("Ack(%s, %q): %v", device, ids, err)
+		e.t.Fatalf("Commit(%d changes): %v", len(changes), err)
 	}
-	if n != want {
-		e.t.Errorf("Ack(%s, %q) = %d, want %d", device, ids, n, want)
+	if len(out) != len(changes) {
+		e.t.Fatalf("Commit(%d changes) answered %d", len(changes), len(out))
 	}
+	return out
 }
 
-func (e *env) checkKill(device string, ids []string, want int) {
+// marks returns marks of state with attempts for the published ids.
+func (e *env) marks(state tether.DeliveryState, attempts int, ids ...string) []tether.Mark {
 	e.t.Helper()
-	n, err := e.s.Kill(e.ctx, device, ids)
-	if err != nil {
-		e.t.Fatalf("Kill(%s, %q): %v", device, ids, err)
+	out := make([]tether.Mark, len(ids))
+	for i, id := range ids {
+		p := e.where(id)
+		out[i] = tether.Mark{Source: p.source, Seq: p.seq, State: state, Attempts: attempts}
 	}
-	if n != want {
-		e.t.Errorf("Kill(%s, %q) = %d, want %d", device, ids, n, want)
-	}
+	return out
+}
+
+// settle commits device's marks of state (after one attempt) at at and
+// returns the outcome.
+func (e *env) settle(device string, state tether.DeliveryState, at time.Time, ids ...string) tether.Outcome {
+	e.t.Helper()
+	return e.commit(tether.Change{Device: device, At: at, Marks: e.marks(state, 1, ids...)})[0].Outcome
+}
+
+// sent records a send of each id after attempts.
+func (e *env) sent(device string, attempts int, ids ...string) {
+	e.t.Helper()
+	e.commit(tether.Change{Device: device, At: t0, Marks: e.marks(tether.StateInflight, attempts, ids...)})
 }
 
 func (e *env) expire(now, purgeBefore time.Time, limit int) (int, bool) {
@@ -235,111 +337,6 @@ func (e *env) checkExpire(now, purgeBefore time.Time, limit, wantN int, wantMore
 	}
 }
 
-func (e *env) message(id string) tether.MessageStatus {
-	e.t.Helper()
-	st, err := e.s.Message(e.ctx, id)
-	if err != nil {
-		e.t.Fatalf("Message(%s): %v", id, err)
-	}
-	return st
-}
-
-// checkNotFound checks that message id is unknown.
-func (e *env) checkNotFound(id string) {
-	e.t.Helper()
-	if _, err := e.s.Message(e.ctx, id); !errors.Is(err, tether.ErrNotFound) {
-		e.t.Errorf("Message(%s) error = %v, want ErrNotFound", id, err)
-	}
-}
-
-// want is one expected delivery of a MessageStatus.
-type want struct {
-	device   string
-	state    tether.DeliveryState
-	attempts int
-	ackedAt  time.Time
-}
-
-// checkDeliveries checks the deliveries of message id, in order.
-func (e *env) checkDeliveries(id string, wants ...want) {
-	e.t.Helper()
-	st := e.message(id)
-	if len(st.Deliveries) != len(wants) {
-		e.t.Errorf("Message(%s) has %d deliveries %+v, want %d", id, len(st.Deliveries), st.Deliveries, len(wants))
-		return
-	}
-	for i, w := range wants {
-		d := st.Deliveries[i]
-		if d.Device != w.device || d.State != w.state || d.Attempts != w.attempts || !d.AckedAt.Equal(w.ackedAt) {
-			e.t.Errorf("Message(%s) delivery %d = {%s %s attempts %d acked %v}, want {%s %s attempts %d acked %v}",
-				id, i, d.Device, d.State, d.Attempts, d.AckedAt, w.device, w.state, w.attempts, w.ackedAt)
-		}
-		if d.Message != nil {
-			e.t.Errorf("Message(%s) delivery %d carries a Message; want nil in MessageStatus", id, i)
-		}
-	}
-}
-
-func (e *env) device(id string) tether.DeviceInfo {
-	e.t.Helper()
-	info, err := e.s.Device(e.ctx, id)
-	if err != nil {
-		e.t.Fatalf("Device(%s): %v", id, err)
-	}
-	if info.ID != id {
-		e.t.Errorf("Device(%s).ID = %q", id, info.ID)
-	}
-	return info
-}
-
-func (e *env) checkDevice(id string, pending int, groups ...string) {
-	e.t.Helper()
-	info := e.device(id)
-	if !slices.Equal(info.Groups, groups) {
-		e.t.Errorf("Device(%s).Groups = %q, want %q", id, info.Groups, groups)
-	}
-	if info.Pending != pending {
-		e.t.Errorf("Device(%s).Pending = %d, want %d", id, info.Pending, pending)
-	}
-	if info.Presence != (tether.Presence{}) {
-		e.t.Errorf("Device(%s).Presence = %+v, want zero (the store does not know presence)", id, info.Presence)
-	}
-}
-
-func (e *env) checkGroup(id string, members ...string) {
-	e.t.Helper()
-	info, err := e.s.Group(e.ctx, id)
-	if err != nil {
-		e.t.Fatalf("Group(%s): %v", id, err)
-	}
-	if info.ID != id {
-		e.t.Errorf("Group(%s).ID = %q", id, info.ID)
-	}
-	var got []string
-	for _, m := range info.Devices {
-		got = append(got, m.ID)
-		if m.Online {
-			e.t.Errorf("Group(%s) member %s Online = true, want false (the store does not know presence)", id, m.ID)
-		}
-	}
-	if !slices.Equal(got, members) {
-		e.t.Errorf("Group(%s) members = %q, want %q", id, got, members)
-	}
-}
-
-// ids returns the message ids of ds.
-func ids(ds []tether.Delivery) []string {
-	out := []string{}
-	for _, d := range ds {
-		if d.Message == nil {
-			out = append(out, "<nil Message>")
-			continue
-		}
-		out = append(out, d.Message.ID)
-	}
-	return out
-}
-
 // checkMessage checks that a stored message equals the published one.
 func checkMessage(t *testing.T, got *tether.Message, want *tether.Message) {
 	t.Helper()
@@ -351,7 +348,7 @@ func checkMessage(t *testing.T, got *tether.Message, want *tether.Message) {
 		t.Errorf("message: got id %q target %v client id %q, want %q %v %q",
 			got.ID, got.Target, got.ClientID, want.ID, want.Target, want.ClientID)
 	}
-	if !bytes.Equal(got.Data, want.Data) {
+	if string(got.Data) != string(want.Data) {
 		t.Errorf("message %s: data %q, want %q", want.ID, got.Data, want.Data)
 	}
 	if !got.PublishedAt.Equal(want.PublishedAt) || !got.ExpiresAt.Equal(want.ExpiresAt) {
