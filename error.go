@@ -14,7 +14,8 @@ const (
 	ENotFound     = "not_found"    // 404
 	ETooLarge     = "too_large"    // 413: body or message data too large
 	ERateLimited  = "rate_limited" // 429
-	EUnavailable  = "unavailable"  // 503: store down, draining, overloaded
+	EUnavailable  = "unavailable"  // 503: store down, draining
+	EOverloaded   = "overloaded"   // 503: the node is behind; retry after a while
 	EInternal     = "internal"     // 500: never shown in detail
 )
 

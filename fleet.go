@@ -36,7 +36,8 @@ type Fleet interface {
 	// entry or its node is not alive.
 	Lookup(ctx context.Context, devices []string) ([]Online, error)
 
-	// Send delivers events to the nodes they name.
+	// Send delivers events to the nodes they name; an event whose Node is
+	// "" goes to every node.
 	Send(ctx context.Context, events []Event) error
 
 	// Listen receives node's events and calls fn for each, in order, until
@@ -60,8 +61,13 @@ type EventKind string
 
 // Event kinds.
 const (
-	// EventWake: the store has new deliveries for Device.
+	// EventWake: the log of Device has new entries.
 	EventWake EventKind = "wake"
+	// EventLog: the log of Group has entries up to Seq; sent to every node.
+	EventLog EventKind = "log"
+	// EventMembership: Device joined or left a group; its session loads
+	// its cursors again.
+	EventMembership EventKind = "membership"
 	// EventTakeover: Device connected elsewhere with Session; close any
 	// other session of it here with 4409.
 	EventTakeover EventKind = "takeover"
@@ -71,8 +77,10 @@ const (
 
 // Event is a message from one node to another.
 type Event struct {
-	Node    string // the node it is for
+	Node    string // the node it is for; "" for every node
 	Kind    EventKind
 	Device  string
+	Group   string
+	Seq     uint64
 	Session string
 }

@@ -16,6 +16,7 @@ var statusOf = map[string]int{
 	tether.ETooLarge:     http.StatusRequestEntityTooLarge,
 	tether.ERateLimited:  http.StatusTooManyRequests,
 	tether.EUnavailable:  http.StatusServiceUnavailable,
+	tether.EOverloaded:   http.StatusServiceUnavailable,
 	tether.EInternal:     http.StatusInternalServerError,
 }
 

@@ -475,9 +475,9 @@ func (c *fuzzConn) closeCode(t *testing.T) int {
 }
 
 // recordingStore is a store that keeps nothing but the ack ids it is given,
-// per device and in order, and serves the messages put in pending as
-// deliveries until they are acked. While gate is set, Ack waits for it to
-// be closed (or for its context).
+// per device and in order, and serves the messages put in pending as the
+// device's log until they are acked. While gate is set, Commit waits for it
+// to be closed (or for its context).
 type recordingStore struct {
 	gate chan struct{}
 
@@ -533,20 +533,31 @@ func (s *recordingStore) waitFor(t *testing.T, device, id string) []string {
 	}
 }
 
-func (s *recordingStore) Ack(ctx context.Context, device string, ids []string, _ time.Time) (int, error) {
+// Commit records the acks of each change: acked marks (by the message at
+// that position of the device's log) then its AckIDs.
+func (s *recordingStore) Commit(ctx context.Context, changes []tether.Change) ([]tether.Committed, error) {
 	if s.gate != nil {
 		select {
 		case <-s.gate:
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.acks[device] = append(s.acks[device], ids...)
+	out := make([]tether.Committed, len(changes))
+	for i, ch := range changes {
+		for _, m := range ch.Marks {
+			if list := s.pending[ch.Device]; m.State == tether.StateAcked && m.Seq >= 1 && int(m.Seq) <= len(list) {
+				s.acks[ch.Device] = append(s.acks[ch.Device], list[m.Seq-1].ID)
+			}
+		}
+		s.acks[ch.Device] = append(s.acks[ch.Device], ch.AckIDs...)
+		out[i].Cursors = []tether.Cursor{{Source: tether.DeviceTarget(ch.Device)}}
+	}
 	close(s.changed)
 	s.changed = make(chan struct{})
-	return 0, nil
+	return out, nil
 }
 
 func (s *recordingStore) Publish(_ context.Context, msgs []*tether.Message) ([]tether.PublishResult, error) {
@@ -558,25 +569,32 @@ func (s *recordingStore) Publish(_ context.Context, msgs []*tether.Message) ([]t
 }
 func (s *recordingStore) Join(context.Context, string, []string) error { return nil }
 func (s *recordingStore) Leave(context.Context, string, string) error  { return nil }
-func (s *recordingStore) Pending(_ context.Context, device, _ string, limit int, _ time.Time) ([]tether.Delivery, error) {
+
+// Cursors answers each device's own log at floor 0.
+func (s *recordingStore) Cursors(_ context.Context, devices []string) ([][]tether.Cursor, error) {
+	out := make([][]tether.Cursor, len(devices))
+	for i, d := range devices {
+		out[i] = []tether.Cursor{{Source: tether.DeviceTarget(d)}}
+	}
+	return out, nil
+}
+
+// Read serves the messages put in pending as the device's log, position
+// i+1 for pending[i], skipping acked ones.
+func (s *recordingStore) Read(_ context.Context, reqs []tether.ReadRequest) ([][]tether.Entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var ds []tether.Delivery
-	for _, m := range s.pending[device] {
-		if len(ds) < limit && !slices.Contains(s.acks[device], m.ID) {
-			ds = append(ds, tether.Delivery{Device: device, Message: m, State: tether.StatePending})
+	out := make([][]tether.Entry, len(reqs))
+	for i, r := range reqs {
+		for j, m := range s.pending[r.Source.ID] {
+			if seq := uint64(j + 1); seq > r.After && len(out[i]) < r.Limit && !slices.Contains(s.acks[r.Source.ID], m.ID) {
+				out[i] = append(out[i], tether.Entry{Seq: seq, Message: m})
+			}
 		}
 	}
-	return ds, nil
+	return out, nil
 }
-func (s *recordingStore) Sent(_ context.Context, _ string, ids []string) ([]int, error) {
-	attempts := make([]int, len(ids))
-	for i := range attempts {
-		attempts[i] = 1
-	}
-	return attempts, nil
-}
-func (s *recordingStore) Kill(context.Context, string, []string) (int, error) { return 0, nil }
+
 func (s *recordingStore) Expire(context.Context, time.Time, time.Time, int) (int, bool, error) {
 	return 0, false, nil
 }

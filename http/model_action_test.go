@@ -295,10 +295,10 @@ func (m *model) checkOutageAcks() {
 }
 
 // barrier sends an application ping and checks frames up to its pong:
-// the server processed every frame sent before, so ids is processed on c;
-// and stored, unless the store failed a call lately (see outage).
+// the server processed every frame sent before, so ids was read on c (and
+// is committed unless the node crashes first).
 func (m *model) barrier(c *mconn, ids []string) {
-	stored, fails := !m.outage(), m.fs.failures.Load()
+	outage, fails := m.outage(), m.fs.failures.Load()
 	before := c.pongs
 	m.send(c, map[string]any{"type": "ping"})
 	deadline := time.Now().Add(mWait)
@@ -315,12 +315,11 @@ func (m *model) barrier(c *mconn, ids []string) {
 		}
 	}
 	ep := m.tick()
-	stored = stored && m.fs.failures.Load() == fails
 	for _, id := range ids {
 		del := c.dev.ds[id]
 		del.processedOn, del.processedAt = c, c.lastPong
-		if stored {
-			del.durable(ep, "the server answered a ping sent after it")
+		if del.readEp == 0 {
+			del.readEp, del.readFails, del.readOutage = ep, fails, outage || m.outage()
 		}
 	}
 }

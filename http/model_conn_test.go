@@ -150,7 +150,7 @@ func (m *model) connect(d *mdev, groups []string) {
 	m.t.Logf("connect %s groups %v (takeover: %v)", d.name, groups, old != nil)
 	fails := m.fs.failures.Load()
 	dev, status, _, err := m.dial(d.name, groups)
-	for deadline := time.Now().Add(mWait); err != nil && status == 503 && m.fs.failures.Load() > fails && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(mWait); err != nil && status == 503 && (m.fs.failures.Load() > fails || m.outage()) && time.Now().Before(deadline); {
 		m.t.Logf("connect %s: 503 after a store call failed, retry", d.name)
 		time.Sleep(100 * time.Millisecond)
 		dev, status, _, err = m.dial(d.name, groups)
@@ -236,7 +236,7 @@ func (m *model) disconnectConn(c *mconn, how string) {
 		ep := m.tick()
 		for id := range c.ackedHere {
 			del := d.ds[id]
-			del.closedEp, del.closedFails, del.closedOutage = ep, fails, outage || m.outage()
+			del.readEp, del.readFails, del.readOutage = ep, fails, outage || m.outage()
 		}
 	case "fin-wait": // half-close: the server must close its side (rule 3)
 		start := time.Now()
@@ -315,7 +315,8 @@ func (m *model) checkFrame(c *mconn, idx int, f Frame) {
 //   - every message a device gets was addressed to it, with its target and
 //     data (no phantom, no mix-up; duplicates of a publish are one message),
 //     or is one whose publish answered 503 (then the store holds it);
-//   - the attempt numbers of a delivery are unique across connections and
+//   - the attempt numbers of a delivery are unique across connections (but
+//     for those a crash lost: sends are committed in the background) and
 //     increase on one connection;
 //   - an ack the server processed (pong after it) is never resent on that
 //     connection; an ack known durable (see the top of the file) is never
@@ -357,13 +358,13 @@ func (m *model) checkMessage(c *mconn, idx int, f Frame) {
 		m.t.Fatalf("%s: message %s resent (attempt %d) on connection %d after the server answered a ping sent after its ack", d.name, f.ID, f.Attempt, c.id)
 	case del.storedEp > 0 && c.epoch > del.storedEp:
 		m.t.Fatalf("%s: message %s resent (attempt %d) on connection %d, dialled after its ack was durable (%s)", d.name, f.ID, f.Attempt, c.id, del.stored)
-	case del.closedEp > 0 && c.epoch > del.closedEp:
+	case del.readEp > 0 && c.epoch > del.readEp:
 		m.st.redeliveredAfterAck.Add(1)
 		m.st.flushRaces.Add(1)
 		if *modelStrict {
-			m.t.Fatalf("%s: message %s resent (attempt %d) on connection %d, dialled after a close handshake that followed its ack", d.name, f.ID, f.Attempt, c.id)
+			m.t.Fatalf("%s: message %s resent (attempt %d) on connection %d, dialled after the server read its ack", d.name, f.ID, f.Attempt, c.id)
 		}
-		m.t.Logf("%s: message %s resent on connection %d although a close handshake followed its ack", d.name, f.ID, c.id)
+		m.t.Logf("%s: message %s resent on connection %d although the server read its ack", d.name, f.ID, c.id)
 	case del.ackSent:
 		m.st.redeliveredAfterAck.Add(1)
 	}

@@ -29,8 +29,10 @@ import (
 // by its deadline this soon.
 const mStoreTimeout = 200 * time.Millisecond
 
-// mRetryBackoff is how long a session leaves the store alone after a failed
-// call (hub: storeFailed), plus a margin for the scheduler.
+// mRetryBackoff bounds how long the hub's store loops wait before they
+// try a failed call again (at most a second), and how long its health
+// check keeps the store marked down after it answers again (a quarter of a
+// second), plus a margin for the scheduler.
 const mRetryBackoff = time.Second + 300*time.Millisecond
 
 // frozenStore delegates every call to the store behind it, except while
@@ -141,20 +143,16 @@ func (f *frozenStore) Leave(ctx context.Context, group, device string) error {
 	return err
 }
 
-func (f *frozenStore) Pending(ctx context.Context, device, after string, limit int, now time.Time) ([]tether.Delivery, error) {
-	return hold(f, ctx, "pending", func(s tether.Store) ([]tether.Delivery, error) { return s.Pending(ctx, device, after, limit, now) })
+func (f *frozenStore) Cursors(ctx context.Context, devices []string) ([][]tether.Cursor, error) {
+	return hold(f, ctx, "cursors", func(s tether.Store) ([][]tether.Cursor, error) { return s.Cursors(ctx, devices) })
 }
 
-func (f *frozenStore) Sent(ctx context.Context, device string, ids []string) ([]int, error) {
-	return hold(f, ctx, "sent", func(s tether.Store) ([]int, error) { return s.Sent(ctx, device, ids) })
+func (f *frozenStore) Read(ctx context.Context, reqs []tether.ReadRequest) ([][]tether.Entry, error) {
+	return hold(f, ctx, "read", func(s tether.Store) ([][]tether.Entry, error) { return s.Read(ctx, reqs) })
 }
 
-func (f *frozenStore) Ack(ctx context.Context, device string, ids []string, now time.Time) (int, error) {
-	return hold(f, ctx, "ack", func(s tether.Store) (int, error) { return s.Ack(ctx, device, ids, now) })
-}
-
-func (f *frozenStore) Kill(ctx context.Context, device string, ids []string) (int, error) {
-	return hold(f, ctx, "kill", func(s tether.Store) (int, error) { return s.Kill(ctx, device, ids) })
+func (f *frozenStore) Commit(ctx context.Context, changes []tether.Change) ([]tether.Committed, error) {
+	return hold(f, ctx, "commit", func(s tether.Store) ([]tether.Committed, error) { return s.Commit(ctx, changes) })
 }
 
 func (f *frozenStore) Expire(ctx context.Context, now, purgeBefore time.Time, limit int) (int, bool, error) {
@@ -362,9 +360,10 @@ type mlimbo struct {
 
 // refusedPublish checks a 503 answer to a publish of reqs and keeps them
 // in limbo. Outside a freeze a 503 is allowed only when a store call failed
-// meanwhile (a slow disk).
+// meanwhile (a slow disk) or shortly before: the node refuses at once while
+// its health check still finds the store down.
 func (m *model) refusedPublish(what string, reqs []map[string]any, hdr http.Header, fails int64, took time.Duration) {
-	if !m.frozen && m.fs.failures.Load() == fails {
+	if !m.frozen && !m.outage() && m.fs.failures.Load() == fails {
 		m.t.Fatalf("%s: 503 while the store answered every call", what)
 	}
 	m.checkRefusal(what, http.StatusServiceUnavailable, hdr, took)

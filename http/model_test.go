@@ -21,14 +21,14 @@ package http_test
 // What may arrive and what must arrive differ. An ack the client cannot
 // know processed (the connection ended right after it, the node crashed)
 // makes a redelivery possible, never required. The model forbids the
-// redelivery of an ack once it knows the ack durable: the server answered a
-// ping sent after it (a session flushes the acks it read before it writes
-// its control frames, so the pong means stored, unless the store failed a
-// call lately: see outage), GET /v1/messages/{id} showed it acked, or a
-// close handshake followed it and the node then shut down gracefully. An
-// ack followed by a close handshake alone was read by the server and is
-// flushed as its session ends; its redelivery on the next connection is
-// counted, and fails only with -model.strict. Arrivals are required only
+// redelivery of an ack once it knows the ack durable: GET
+// /v1/messages/{id} showed it acked, or the server read it (a pong answered
+// a ping sent after it, or a close handshake followed it) and the node then
+// shut down gracefully. A pong proves the ack read, not stored: pongs never
+// wait for the store (issue 9), acks are committed in the background. An
+// ack the server read is never resent on that connection; on a later one,
+// without a crash between, its redelivery is counted, and fails only with
+// -model.strict. Arrivals are required only
 // with generous deadlines (drain, redelivery). The invariants are listed at
 // checkMessage and finish.
 //
@@ -220,13 +220,14 @@ type mdel struct {
 	// carry it.
 	storedEp int
 	stored   string
-	// closedEp is the epoch of a close handshake the client completed after
-	// acking on that connection: the server read the ack, its session was
-	// to flush it when it closed. closedFails is the count of failed store
-	// calls then, closedOutage whether it was during an outage.
-	closedEp     int
-	closedFails  int64
-	closedOutage bool
+	// readEp is the epoch from which the server is known to have read the
+	// ack (a pong followed it, or a close handshake the client completed):
+	// the node commits it unless it crashes first. readFails is the count
+	// of failed store calls then, readOutage whether it was during an
+	// outage.
+	readEp     int
+	readFails  int64
+	readOutage bool
 }
 
 func newModel(t *rapid.T, st *modelStats) *model {
@@ -442,18 +443,24 @@ func (m *model) restart(graceful bool) {
 	ep := m.tick()
 	for _, d := range m.devices {
 		for _, del := range d.ds {
-			if del.closedEp == 0 || del.storedEp > 0 {
+			if !flushed {
+				// Sends are committed in the background with the acks:
+				// a crash may lose the last ones, and attempt numbers
+				// start again from the last committed.
+				del.attempts, del.maxAttempt = map[int]bool{}, 0
+			}
+			if del.readEp == 0 || del.storedEp > 0 {
 				continue
 			}
 			// A session that closed in a store outage may still hold the
 			// ack, backing off, or may have dropped it: -model.strict
 			// holds that a graceful shutdown must have stored it anyway.
-			stored := del.closedFails == fails && !del.closedOutage
+			stored := del.readFails == fails && !del.readOutage
 			switch {
 			case flushed && (stored || *modelStrict):
-				del.durable(ep, "a close handshake followed it, then a graceful shutdown")
+				del.durable(ep, "the server read it, then a graceful shutdown")
 			case !flushed: // a crash may lose the acks it had not stored
-				del.closedEp = 0
+				del.readEp = 0
 			}
 		}
 	}

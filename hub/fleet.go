@@ -153,33 +153,59 @@ func (fl *fleet) event(ev tether.Event) {
 		}
 		fl.mu.Unlock()
 	case tether.EventWake:
-		h.notify([]string{ev.Device})
-	case tether.EventTakeover:
+		if s := h.session(ev.Device); s != nil {
+			s.announce()
+		}
+	case tether.EventLog:
 		h.mu.Lock()
-		s := h.sessions[ev.Device]
+		f := h.feeds[ev.Group]
 		h.mu.Unlock()
-		if s != nil && s.id != ev.Session {
+		if f != nil {
+			f.announce(ev.Seq)
+		}
+	case tether.EventMembership:
+		if s := h.session(ev.Device); s != nil {
+			s.reload()
+		}
+	case tether.EventTakeover:
+		if s := h.session(ev.Device); s != nil && s.id != ev.Session {
 			s.Close(wire.CloseReplaced)
 		}
 	}
 }
 
-// wakeAll makes every local session fetch from the store again.
+// session returns device's session here, or nil.
+func (h *Hub) session(device string) *Session {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sessions[device]
+}
+
+// wakeAll makes every local session read its logs again and every feed
+// read its group's log: what was published while the node could not hear
+// the fleet is delivered from the store.
 func (h *Hub) wakeAll() {
 	h.mu.Lock()
-	list := make([]*Session, 0, len(h.sessions))
-	for _, s := range h.sessions {
-		list = append(list, s)
+	list := h.sessionsLocked()
+	feeds := make([]*feed, 0, len(h.feeds))
+	for _, f := range h.feeds {
+		feeds = append(feeds, f)
 	}
 	h.mu.Unlock()
 	for _, s := range list {
-		s.notify()
+		s.announce()
+	}
+	for _, f := range feeds {
+		f.mu.Lock()
+		seq := f.endLocked() + 1 // at least one more: read to the end
+		f.mu.Unlock()
+		f.announce(seq)
 	}
 }
 
-// wakeRemote tells the nodes holding devices that are not connected here
-// that they have new deliveries.
-func (h *Hub) wakeRemote(ctx context.Context, devices []string) {
+// wakeRemote sends kind to the nodes holding devices that are not
+// connected here.
+func (h *Hub) wakeRemote(ctx context.Context, devices []string, kind tether.EventKind) {
 	if h.fleet == nil || len(devices) == 0 {
 		return
 	}
@@ -191,7 +217,7 @@ func (h *Hub) wakeRemote(ctx context.Context, devices []string) {
 	var evs []tether.Event
 	for _, o := range remote {
 		if o.Node != "" && o.Node != h.cfg.Node {
-			evs = append(evs, tether.Event{Node: o.Node, Kind: tether.EventWake, Device: o.Device})
+			evs = append(evs, tether.Event{Node: o.Node, Kind: kind, Device: o.Device})
 		}
 	}
 	if err == nil && len(evs) > 0 {

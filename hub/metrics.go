@@ -17,6 +17,8 @@ type Metrics struct {
 	StoreInflight   prometheus.Gauge
 	StoreErrors     *prometheus.CounterVec
 	Closes          *prometheus.CounterVec
+	DeliveryLag     prometheus.Gauge
+	Refused         *prometheus.CounterVec
 }
 
 // NewMetrics builds the hub's metrics and registers them on reg (nil: not
@@ -49,10 +51,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "tether_store_errors_total", Help: "Failed store calls by operation and kind."}, []string{"op", "kind"}),
 		Closes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_session_closes_total", Help: "Sessions closed by the server, by close code."}, []string{"code"}),
+		DeliveryLag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tether_delivery_lag_seconds", Help: "Age of the oldest work the node has not done (a session waiting for a worker, a store read or commit, a publish's store write); publishes are refused past a quarter of --max-delivery-lag."}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_publishes_refused_total", Help: "Messages refused at once with 503, by reason: overloaded, unavailable (the store is down)."}, []string{"reason"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.Published, m.Deliveries, m.Acks, m.Redeliveries,
-			m.Expired, m.Dead, m.DeliveryLatency, m.StoreOp, m.StoreInflight, m.StoreErrors, m.Closes)
+			m.Expired, m.Dead, m.DeliveryLatency, m.StoreOp, m.StoreInflight, m.StoreErrors, m.Closes,
+			m.DeliveryLag, m.Refused)
 	}
 	return m
 }

@@ -42,7 +42,7 @@ func (h *Hub) OnlineDevices(prefix string, limit int) ([]tether.DeviceInfo, int)
 		out[i] = tether.DeviceInfo{ID: s.device, Groups: groups, Presence: tether.Presence{
 			Online:      true,
 			Node:        h.cfg.Node,
-			ConnectedAt: s.connectedAt,
+			ConnectedAt: time.Unix(0, s.connectedAt),
 			LastSeen:    time.Unix(0, s.lastSeen.Load()),
 		}}
 	}

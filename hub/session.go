@@ -1,13 +1,11 @@
 package hub
 
 import (
-	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/tetherpush/tether"
 	"github.com/tetherpush/tether/wire"
 )
 
@@ -27,60 +25,60 @@ type Conn interface {
 	Close(code int)
 }
 
-// maxPendingAcks bounds the ids a session buffers before flushing them.
+// maxPendingAcks bounds the acks of ids outside the window a session keeps
+// until its next commit.
 const maxPendingAcks = 8 * wire.MaxAckIDs
 
 // Session is one device's connection to this node: an event-driven state
 // machine. Events arrive from the reader (Received, Ended), from the hub
-// (wake on publish, takeover, drain) and from the timer; the work they cause
-// runs on the hub's workers in run.
+// (new entries, takeover, drain), from the store loops (cursors loaded,
+// log read, marks committed) and from the timer; the socket work they
+// cause runs on the hub's workers in run.
 type Session struct {
 	hub         *Hub
 	id          string // from Admit
 	conn        Conn
 	device      string
-	groups      []string
-	connectedAt time.Time
-	tokenExp    time.Time
-	lastSeen    atomic.Int64 // unix nanoseconds of the last frame received
+	groups      []string // named by the token
+	connectedAt int64    // Unix ns
+	tokenExp    int64    // Unix ns; 0: none
+	lastSeen    atomic.Int64
 
-	heapIdx int       // guarded by hub.sched.mu
-	timerAt time.Time // guarded by hub.sched.mu
+	heapIdx int   // guarded by hub.sched.mu
+	timerAt int64 // guarded by hub.sched.mu
 
 	mu        sync.Mutex // guards following
 	closed    bool
 	queued    bool // on the run queue
 	running   bool // a worker runs it
 	again     bool // more work arrived while running
-	fetch     bool // the store may hold deliveries not yet in the window
-	inflight  map[string]*flight
-	unflushed map[string]struct{} // acked ids of the window not yet in the store
-	acks      []string
-	retryAt   time.Time // no store work before this, after a store error
-	outbox    [][]byte  // control frames (pong, errors) to write
-	pong      []byte    // payload of the WebSocket pong owed
-	pongOwed  bool
-	nextPing  time.Time
-	rateStart time.Time
+	nextPing  int64
+	rateStart int64
 	rateCount int
+	ctl       *control // frames owed to the client besides messages; nil when none
+	d         delivery // the logs, the window and the marks
 }
 
-// flight is a delivery in the window.
-type flight struct {
-	msg     *tether.Message
-	attempt int       // attempts recorded by the store
-	due     time.Time // when to (re)send
+// control is what a session owes its client besides messages.
+type control struct {
+	outbox   [][]byte // control frames (pong, errors) to write
+	pong     []byte   // payload of the WebSocket pong owed
+	pongOwed bool
 }
 
 // Attach starts a session for device on conn, replacing (4409) any session
 // of the same device on this node, and writes the welcome frame. The caller
-// has admitted the session with Admit, which returned id.
+// has admitted the session with Admit, which returned id. The session's
+// cursors are loaded from the store by the read loop; it sends nothing
+// before.
 func (h *Hub) Attach(id, device string, groups []string, tokenExp time.Time, conn Conn) (*Session, error) {
 	now := time.Now()
 	s := &Session{
 		hub: h, id: id, conn: conn, device: device, groups: groups,
-		connectedAt: now, tokenExp: tokenExp, heapIdx: -1,
-		fetch: true, nextPing: now.Add(h.cfg.Heartbeat),
+		connectedAt: now.UnixNano(), heapIdx: -1, nextPing: now.Add(h.cfg.Heartbeat).UnixNano(),
+	}
+	if !tokenExp.IsZero() {
+		s.tokenExp = tokenExp.UnixNano()
 	}
 	s.lastSeen.Store(now.UnixNano())
 	h.mu.Lock()
@@ -106,6 +104,7 @@ func (h *Hub) Attach(id, device string, groups []string, tokenExp time.Time, con
 		s.Close(closeCodeFor(err))
 		return nil, err
 	}
+	h.reads.load(s)
 	s.wake()
 	return s, nil
 }
@@ -154,9 +153,17 @@ func (s *Session) Frame() bool {
 // without reading costs one pending pong, not a queue.
 func (s *Session) Ping(payload []byte) {
 	s.mu.Lock()
-	s.pong, s.pongOwed = append(s.pong[:0], payload...), true
+	c := s.controlLocked()
+	c.pong, c.pongOwed = append(c.pong[:0], payload...), true
 	s.mu.Unlock()
 	s.wake()
+}
+
+func (s *Session) controlLocked() *control {
+	if s.ctl == nil {
+		s.ctl = &control{}
+	}
+	return s.ctl
 }
 
 // rateLimit returns 4429 when the client sends more than twice the allowed
@@ -164,8 +171,8 @@ func (s *Session) Ping(payload []byte) {
 func (s *Session) rateLimit(now time.Time) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if now.Sub(s.rateStart) >= time.Second {
-		s.rateStart, s.rateCount = now, 0
+	if now.UnixNano()-s.rateStart >= int64(time.Second) {
+		s.rateStart, s.rateCount = now.UnixNano(), 0
 	}
 	s.rateCount++
 	if s.rateCount > 2*s.hub.cfg.MaxFrameRate {
@@ -174,37 +181,10 @@ func (s *Session) rateLimit(now time.Time) int {
 	return 0
 }
 
-// ack takes ids off the window and queues them for the store. An ack that
-// completes an in-flight delivery was earned by the server's own send, so it
-// does not count against the frame rate; floods of acks of unknown ids do.
-func (s *Session) ack(ids []string) {
-	s.mu.Lock()
-	earned := false
-	for _, id := range ids {
-		if _, ok := s.inflight[id]; ok {
-			earned = true
-			delete(s.inflight, id)
-			if s.unflushed == nil {
-				s.unflushed = make(map[string]struct{})
-			}
-			s.unflushed[id] = struct{}{}
-			s.fetch = true
-		} else if len(s.acks) >= maxPendingAcks {
-			continue // an ack flood of unknown ids: drop the excess
-		}
-		s.acks = append(s.acks, id)
-	}
-	if earned && s.rateCount > 0 {
-		s.rateCount--
-	}
-	s.mu.Unlock()
-	s.wake()
-}
-
 func (s *Session) queueControl(frame []byte) {
 	s.mu.Lock()
-	if len(s.outbox) < 64 {
-		s.outbox = append(s.outbox, frame)
+	if c := s.controlLocked(); len(c.outbox) < 64 {
+		c.outbox = append(c.outbox, frame)
 	}
 	s.mu.Unlock()
 	s.wake()
@@ -225,7 +205,8 @@ const readerWriteTimeout = 100 * time.Millisecond
 func (s *Session) Ended() { s.Close(0) }
 
 // Close closes the session with code (0: the connection is already gone)
-// and forgets it; acks already received are still flushed. Idempotent.
+// and forgets it; the acks already received are still committed.
+// Idempotent.
 func (s *Session) Close(code int) {
 	s.mu.Lock()
 	if s.closed {
@@ -233,22 +214,28 @@ func (s *Session) Close(code int) {
 		return
 	}
 	s.closed = true
+	feeds := s.d.feedsLocked()
+	pending := s.d.hasMarks()
 	s.mu.Unlock()
 	h := s.hub
 	h.mu.Lock()
 	if h.sessions[s.device] == s {
 		delete(h.sessions, s.device)
 	}
-	h.ending[s] = struct{}{} // until its acks are stored
+	if pending {
+		h.ending[s] = struct{}{} // until its marks are committed
+	}
 	h.m.Connections.Set(float64(len(h.sessions)))
 	h.mu.Unlock()
+	for _, f := range feeds {
+		f.leave(s)
+	}
 	h.sched.set(s, time.Time{})
 	h.Forget(s.device, s.id)
 	if code != 0 {
 		h.m.Closes.WithLabelValues(codeLabel(code)).Inc()
 	}
 	s.conn.Close(code)
-	s.wake() // flush pending acks
 }
 
 // wake puts the session on the run queue unless it is there or running.
@@ -259,7 +246,7 @@ func (s *Session) wake() {
 		s.again = true
 		s.mu.Unlock()
 		return
-	case s.queued:
+	case s.queued || s.closed:
 		s.mu.Unlock()
 		return
 	}
@@ -270,35 +257,21 @@ func (s *Session) wake() {
 
 func (s *Session) timerFired() { s.wake() }
 
-// notify tells the session the store has new deliveries for it.
-func (s *Session) notify() {
-	s.mu.Lock()
-	s.fetch = true
-	s.mu.Unlock()
-	s.wake()
-}
-
-func (s *Session) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
-
 // maxSteps is how many passes a session runs before it gives its worker
 // back and waits its turn again, so that a busy session cannot starve the
 // others.
 const maxSteps = 4
 
 // run does the session's pending work on a worker, then reschedules.
-func (s *Session) run(ctx context.Context) {
+func (s *Session) run() {
 	s.mu.Lock()
 	s.queued, s.running = false, true
 	s.mu.Unlock()
 	for i := 1; ; i++ {
-		s.step(ctx)
+		s.step()
 		s.mu.Lock()
-		if !s.again {
-			s.running = false
+		if !s.again || s.closed {
+			s.running, s.again = false, false
 			s.mu.Unlock()
 			return
 		}
@@ -313,99 +286,39 @@ func (s *Session) run(ctx context.Context) {
 	}
 }
 
-// step is one pass of work: write control frames, flush acks, top up the
-// window from the store, (re)send what is due, ping, and set the next timer.
-func (s *Session) step(ctx context.Context) {
+// step is one pass of socket work: control frames, the window's due
+// messages, the heartbeat, and the next timer. It never calls the store.
+func (s *Session) step() {
 	now := time.Now()
 	s.mu.Lock()
-	closed := s.closed
-	storeOK := !now.Before(s.retryAt)
-	var acks []string
-	if storeOK {
-		acks, s.acks = s.acks, nil
-	}
-	outbox := s.outbox
-	s.outbox = nil
-	pongOwed := s.pongOwed
-	pong := append([]byte(nil), s.pong...)
-	s.pongOwed = false
-	s.mu.Unlock()
-
-	if len(acks) > 0 && !s.flushAcks(ctx, acks, now) {
-		storeOK = false
-	}
-	if closed {
-		s.ended()
+	if s.closed {
+		s.mu.Unlock()
 		return
 	}
+	ctl := s.ctl
+	s.ctl = nil
+	s.mu.Unlock()
+
 	if !s.checkToken(now) {
 		return
 	}
-	if pongOwed { // first: the ping came before what the outbox answers
-		if err := s.conn.Pong(pong, time.Now().Add(s.hub.cfg.WriteTimeout)); err != nil {
+	if ctl != nil && ctl.pongOwed { // first: the ping came before what the outbox answers
+		if err := s.conn.Pong(ctl.pong, time.Now().Add(s.hub.cfg.WriteTimeout)); err != nil {
 			s.Close(closeCodeFor(err))
 			return
 		}
 	}
-	if len(outbox) > 0 && !s.write(outbox) {
+	if ctl != nil && len(ctl.outbox) > 0 && !s.write(ctl.outbox) {
 		return
 	}
-	if storeOK && (!s.topUp(ctx, now) || !s.sendDue(ctx, now)) {
-		return
-	}
-	if !s.heartbeat(now) {
+	if !s.deliver(now) || !s.heartbeat(now) {
 		return
 	}
 	s.schedule()
 }
 
-// ended finishes a closed session's pass: once its acks are stored it
-// leaves the hub's ending set; while it holds some (a store error's backoff)
-// it runs again when the backoff ends.
-func (s *Session) ended() {
-	s.mu.Lock()
-	held, at := len(s.acks) > 0, s.retryAt
-	s.mu.Unlock()
-	if held {
-		s.hub.sched.set(s, at)
-		return
-	}
-	s.hub.mu.Lock()
-	delete(s.hub.ending, s)
-	s.hub.mu.Unlock()
-}
-
-// storeFailed backs the session's store work off for a second.
-func (s *Session) storeFailed(op string, err error) {
-	if !errors.Is(err, context.Canceled) {
-		s.hub.log.Warn("store call failed; session retries in 1s", "op", op, "device", s.device, "err", err)
-	}
-	s.mu.Lock()
-	s.retryAt = time.Now().Add(time.Second)
-	s.mu.Unlock()
-}
-
-// flushAcks records acks in the store; on failure they are kept and retried.
-func (s *Session) flushAcks(ctx context.Context, ids []string, now time.Time) bool {
-	n, err := s.hub.store.Ack(ctx, s.device, ids, now)
-	if err != nil {
-		s.mu.Lock()
-		s.acks = append(ids, s.acks...)
-		s.mu.Unlock()
-		s.storeFailed("ack", err) // a closed session retries in ended
-		return false
-	}
-	s.hub.m.Acks.Add(float64(n))
-	s.mu.Lock()
-	for _, id := range ids {
-		delete(s.unflushed, id)
-	}
-	s.mu.Unlock()
-	return true
-}
-
 func (s *Session) checkToken(now time.Time) bool {
-	if !s.tokenExp.IsZero() && !now.Before(s.tokenExp) {
+	if s.tokenExp != 0 && now.UnixNano() >= s.tokenExp {
 		_ = s.conn.WriteText([][]byte{wire.EncodeError("token_expired", "the device token expired; reconnect with a new token")}, now.Add(time.Second))
 		s.Close(wire.CloseTokenExpired)
 		return false
@@ -426,14 +339,14 @@ func (s *Session) write(frames [][]byte) bool {
 // heartbeat closes a silent session with 4408 (nothing received for
 // 2 × heartbeat, whatever the I/O layer) and sends the periodic ping.
 func (s *Session) heartbeat(now time.Time) bool {
-	if now.Sub(time.Unix(0, s.lastSeen.Load())) >= 2*s.hub.cfg.Heartbeat {
+	if now.UnixNano()-s.lastSeen.Load() >= int64(2*s.hub.cfg.Heartbeat) {
 		s.Close(wire.CloseHeartbeat)
 		return false
 	}
 	s.mu.Lock()
-	due := !now.Before(s.nextPing)
+	due := now.UnixNano() >= s.nextPing
 	if due {
-		s.nextPing = now.Add(s.hub.cfg.Heartbeat)
+		s.nextPing = now.Add(s.hub.cfg.Heartbeat).UnixNano()
 	}
 	s.mu.Unlock()
 	if !due {
@@ -454,22 +367,17 @@ func (s *Session) schedule() {
 		return
 	}
 	next := s.nextPing
-	if silent := time.Unix(0, s.lastSeen.Load()).Add(2 * s.hub.cfg.Heartbeat); silent.Before(next) {
+	if silent := s.lastSeen.Load() + int64(2*s.hub.cfg.Heartbeat); silent < next {
 		next = silent
 	}
-	if s.retryAt.After(time.Now()) && s.retryAt.Before(next) {
-		next = s.retryAt
-	}
-	if !s.tokenExp.IsZero() && s.tokenExp.Before(next) {
+	if s.tokenExp != 0 && s.tokenExp < next {
 		next = s.tokenExp
 	}
-	for _, f := range s.inflight {
-		if f.due.Before(next) {
-			next = f.due
-		}
+	if due := s.d.nextDueLocked(); due != 0 && due < next {
+		next = due
 	}
 	s.mu.Unlock()
-	s.hub.sched.set(s, next)
+	s.hub.sched.set(s, time.Unix(0, next))
 }
 
 // closeCodeFor maps a write error to a close code.

@@ -62,36 +62,28 @@ func (st *store) Leave(ctx context.Context, group, device string) error {
 	return st.do(ctx, "leave", func(ctx context.Context) error { return st.s.Leave(ctx, group, device) })
 }
 
-func (st *store) Pending(ctx context.Context, device, after string, limit int, now time.Time) (ds []tether.Delivery, err error) {
-	err = st.do(ctx, "pending", func(ctx context.Context) error {
-		ds, err = st.s.Pending(ctx, device, after, limit, now)
+func (st *store) Cursors(ctx context.Context, devices []string) (cs [][]tether.Cursor, err error) {
+	err = st.do(ctx, "cursors", func(ctx context.Context) error {
+		cs, err = st.s.Cursors(ctx, devices)
 		return err
 	})
-	return ds, err
+	return cs, err
 }
 
-func (st *store) Sent(ctx context.Context, device string, ids []string) (attempts []int, err error) {
-	err = st.do(ctx, "sent", func(ctx context.Context) error {
-		attempts, err = st.s.Sent(ctx, device, ids)
+func (st *store) Read(ctx context.Context, reqs []tether.ReadRequest) (es [][]tether.Entry, err error) {
+	err = st.do(ctx, "read", func(ctx context.Context) error {
+		es, err = st.s.Read(ctx, reqs)
 		return err
 	})
-	return attempts, err
+	return es, err
 }
 
-func (st *store) Ack(ctx context.Context, device string, ids []string, now time.Time) (n int, err error) {
-	err = st.do(ctx, "ack", func(ctx context.Context) error {
-		n, err = st.s.Ack(ctx, device, ids, now)
+func (st *store) Commit(ctx context.Context, changes []tether.Change) (res []tether.Committed, err error) {
+	err = st.do(ctx, "commit", func(ctx context.Context) error {
+		res, err = st.s.Commit(ctx, changes)
 		return err
 	})
-	return n, err
-}
-
-func (st *store) Kill(ctx context.Context, device string, ids []string) (n int, err error) {
-	err = st.do(ctx, "kill", func(ctx context.Context) error {
-		n, err = st.s.Kill(ctx, device, ids)
-		return err
-	})
-	return n, err
+	return res, err
 }
 
 func (st *store) Expire(ctx context.Context, now, purgeBefore time.Time, limit int) (n int, more bool, err error) {

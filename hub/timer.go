@@ -35,11 +35,11 @@ func (sc *scheduler) set(s *Session, t time.Time) {
 		heap.Remove(&sc.h, s.heapIdx)
 	case t.IsZero():
 	case s.heapIdx >= 0:
-		s.timerAt = t
+		s.timerAt = t.UnixNano()
 		heap.Fix(&sc.h, s.heapIdx)
 		first = s.heapIdx == 0
 	default:
-		s.timerAt = t
+		s.timerAt = t.UnixNano()
 		heap.Push(&sc.h, s)
 		first = s.heapIdx == 0
 	}
@@ -69,7 +69,7 @@ func (sc *scheduler) run(ctx context.Context) {
 		sc.mu.Lock()
 		for len(sc.h) > 0 {
 			s := sc.h[0]
-			if d := s.timerAt.Sub(now); d > 0 {
+			if d := time.Duration(s.timerAt - now.UnixNano()); d > 0 {
 				wait = d
 				break
 			}
@@ -95,7 +95,7 @@ func (sc *scheduler) run(ctx context.Context) {
 type timerHeap []*Session
 
 func (h timerHeap) Len() int           { return len(h) }
-func (h timerHeap) Less(i, j int) bool { return h[i].timerAt.Before(h[j].timerAt) }
+func (h timerHeap) Less(i, j int) bool { return h[i].timerAt < h[j].timerAt }
 func (h timerHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].heapIdx = i
