@@ -122,6 +122,17 @@ func (c *commitLoop) commit(ctx context.Context, batch []*Session) bool {
 	return err == nil
 }
 
+// queueCommit queues s's marks for the commit loop; a session closed
+// meanwhile joins the ending set, which Shutdown waits for.
+func (h *Hub) queueCommit(s *Session, closed bool) {
+	if closed {
+		h.mu.Lock()
+		h.ending[s] = struct{}{}
+		h.mu.Unlock()
+	}
+	h.commit.queue(s)
+}
+
 // finished forgets a closed session whose marks are all committed.
 func (h *Hub) finished(s *Session) {
 	h.mu.Lock()

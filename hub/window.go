@@ -215,12 +215,13 @@ func (s *Session) deliver(now time.Time) bool {
 	if needRead {
 		d.readQueued = true
 	}
+	closed := s.closed
 	s.mu.Unlock()
 	if needRead {
 		s.hub.reads.read(s)
 	}
 	if queueCommit {
-		s.hub.commit.queue(s)
+		s.hub.queueCommit(s, closed)
 	}
 	if len(frames) == 0 {
 		return true
@@ -442,9 +443,10 @@ func (s *Session) ack(ids []string) {
 	if queue {
 		d.commitQueued = true
 	}
+	closed := s.closed
 	s.mu.Unlock()
 	if queue {
-		s.hub.commit.queue(s)
+		s.hub.queueCommit(s, closed)
 	}
 	s.wake()
 }

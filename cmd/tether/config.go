@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tetherpush/tether"
+	"github.com/tetherpush/tether/hub"
 	"github.com/tetherpush/tether/internal/secret"
 )
 
@@ -70,6 +71,7 @@ type serveConfig struct {
 	MaxAttempts     int // 0 = unlimited
 	MaxConnections  int // 0 = unlimited
 	ShutdownTimeout time.Duration
+	MaxDeliveryLag  time.Duration
 
 	LogLevel  string // debug, info, warn or error
 	LogFormat string // text or json
@@ -103,6 +105,7 @@ func serveFlags(c *serveConfig, getenv func(string) string, help io.Writer) *fla
 	f.Int(&c.MaxConnections, "max-connections", 0, "WebSocket connections of this node; 0 = unlimited")
 	f.Int(&c.MaxConnectRate, "max-connect-rate", 0, "new WebSocket sessions per second, over it 503 (a reconnect storm is shed); 0 = unlimited")
 	f.Duration(&c.ShutdownTimeout, "shutdown-timeout", tether.DefaultShutdownTimeout, "longest drain after SIGTERM")
+	f.Duration(&c.MaxDeliveryLag, "max-delivery-lag", hub.DefaultMaxDeliveryLag, "publishes are refused with 503 overloaded while the node is a quarter of this `duration` behind")
 	f.String(&c.LogLevel, "log-level", defaultLogLevel, "`level`: debug, info, warn or error")
 	f.String(&c.LogFormat, "log-format", defaultLogFormat, "`format`: text or json")
 	return f
@@ -231,6 +234,7 @@ func (c *serveConfig) validateLimits() []error {
 		{"ack-timeout", c.AckTimeout},
 		{"max-ttl", c.MaxTTL},
 		{"shutdown-timeout", c.ShutdownTimeout},
+		{"max-delivery-lag", c.MaxDeliveryLag},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("--%s %v: must be positive", d.name, d.v))
@@ -393,5 +397,6 @@ func (c serveConfig) LogValue() slog.Value {
 		slog.Int("max_inflight", c.MaxInflight), slog.Int("max_message_bytes", c.MaxMessageBytes),
 		slog.Duration("max_ttl", c.MaxTTL), slog.Int("max_attempts", c.MaxAttempts),
 		slog.Int("max_connections", c.MaxConnections), slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.Duration("max_delivery_lag", c.MaxDeliveryLag),
 	)
 }

@@ -33,7 +33,7 @@ func TestParseServeDefaults(t *testing.T) {
 		RedisURL: "redis://127.0.0.1:6379/0", NodeID: host + ":8080",
 		Heartbeat: 25 * time.Second, AckTimeout: 30 * time.Second, MaxInflight: 256, MaxMessageBytes: 65536,
 		MaxTTL: 168 * time.Hour, MaxAttempts: 0, MaxConnections: 0, ShutdownTimeout: 30 * time.Second,
-		LogLevel: "info", LogFormat: "text",
+		MaxDeliveryLag: 5 * time.Second, LogLevel: "info", LogFormat: "text",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", c, want)
@@ -140,7 +140,7 @@ func TestParseServeHelp(t *testing.T) {
 	}
 	for _, name := range []string{"listen", "admin-listen", "store", "data-dir", "redis-url", "node-id", "token-secret", "api-key",
 		"allowed-origins", "tls-cert", "tls-key", "heartbeat", "ack-timeout", "max-inflight", "max-message-bytes",
-		"max-ttl", "max-attempts", "max-connections", "shutdown-timeout", "log-level", "log-format"} {
+		"max-ttl", "max-attempts", "max-connections", "shutdown-timeout", "max-delivery-lag", "log-level", "log-format"} {
 		if !strings.Contains(out.String(), "--"+name+" ") || !strings.Contains(out.String(), "$"+envName(name)) {
 			t.Errorf("usage lacks --%s or $%s", name, envName(name))
 		}

@@ -99,14 +99,15 @@ func openNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 		reg.MustRegister(c.Collector())
 	}
 	h := hub.New(st, hub.Config{
-		Node:        cfg.NodeID,
-		Heartbeat:   cfg.Heartbeat,
-		AckTimeout:  cfg.AckTimeout,
-		MaxInflight: cfg.MaxInflight,
-		MaxAttempts: cfg.MaxAttempts,
-		Logger:      log.With("component", "hub"),
-		Metrics:     hub.NewMetrics(reg),
-		Fleet:       fleet,
+		Node:           cfg.NodeID,
+		Heartbeat:      cfg.Heartbeat,
+		AckTimeout:     cfg.AckTimeout,
+		MaxInflight:    cfg.MaxInflight,
+		MaxAttempts:    cfg.MaxAttempts,
+		MaxDeliveryLag: cfg.MaxDeliveryLag,
+		Logger:         log.With("component", "hub"),
+		Metrics:        hub.NewMetrics(reg),
+		Fleet:          fleet,
 	})
 	if err := h.Open(); err != nil {
 		st.Close()
