@@ -105,14 +105,15 @@ type Cursor struct {
 	Tail Range
 }
 
-// HistOp is a change to a device's history of settled ranges: the ranges
-// at or below a cursor's Floor, kept (by Range.To) until their messages
-// are purged, so that GET /v1/messages/{id} can still answer. Put stores
-// Range; when Del is not 0 the range stored under that To goes first.
+// HistOp adds Range to a device's history of settled ranges: the ranges
+// below a cursor's Floor other than its Tail, kept (by Range.To) until
+// their messages are purged, so that GET /v1/messages/{id} can still
+// answer. A range reaches the history once, when a newer range takes its
+// place as Tail (or its cursor is dropped): the Tail itself lives in the
+// cursor and grows there, so in-order acks cost no history write.
 type HistOp struct {
 	Source Target
-	Del    uint64
-	Put    Range
+	Range  Range
 }
 
 // Addressed reports whether position seq of the cursor's log is addressed
@@ -235,12 +236,11 @@ func (c *Cursor) Settle(seq uint64, state DeliveryState, attempts int, at time.T
 }
 
 // Advance moves Floor over the settled positions that follow it and, in a
-// group's log, over positions not addressed to the device. It returns the
-// history operations for the ranges that fell to or below Floor: each
-// joins Tail when it continues it, or becomes the new Tail.
+// group's log, over positions not addressed to the device. Each range that
+// falls below Floor joins Tail when it continues it, or becomes the new
+// Tail; Advance returns the history operations for the Tails it replaced.
 func (c *Cursor) Advance() []HistOp {
 	var ops []HistOp
-	tailOp := -1 // index in ops of the op that stores the current Tail
 	for {
 		next := c.Floor + 1
 		if c.Source.Kind == KindGroup {
@@ -259,22 +259,25 @@ func (c *Cursor) Advance() []HistOp {
 		r := c.Settled[0]
 		c.Settled = slices.Delete(c.Settled, 0, 1)
 		c.Floor = r.To
-		if c.Tail.To != 0 && joinable(c.Tail, r) {
-			old := c.Tail.To
+		switch {
+		case c.Tail.To != 0 && joinable(c.Tail, r):
 			c.Tail = join(c.Tail, r)
-			if tailOp >= 0 {
-				ops[tailOp].Put = c.Tail
-				continue
-			}
-			ops = append(ops, HistOp{Source: c.Source, Del: old, Put: c.Tail})
-		} else {
+		default:
+			ops = append(ops, c.Retire()...)
 			c.Tail = r
-			ops = append(ops, HistOp{Source: c.Source, Put: r})
 		}
-		tailOp = len(ops) - 1
 	}
 	c.trimSpans()
 	return ops
+}
+
+// Retire returns the history operation that keeps Tail once it is no
+// longer the cursor's: call it before dropping a cursor.
+func (c *Cursor) Retire() []HistOp {
+	if c.Tail.To == 0 {
+		return nil
+	}
+	return []HistOp{{Source: c.Source, Range: c.Tail}}
 }
 
 // spanAt returns the first span that holds a position at or above seq.
@@ -428,7 +431,7 @@ func FindCursor(cs []Cursor, source Target) int {
 // log's cursor is created when missing; marks of a group log it has no
 // cursor for address nothing) and advances every cursor it touched. It
 // returns what changed, the history operations, and the cursors without
-// those that became Exhausted. Stores call it inside the transaction or
+// those that became Exhausted (their Tail goes to the history). Stores call it inside the transaction or
 // the compare-and-set that writes the cursors.
 func ApplyMarks(cs []Cursor, device string, marks []Mark, at time.Time) ([]Cursor, Outcome, []HistOp) {
 	var out Outcome
@@ -462,7 +465,9 @@ func ApplyMarks(cs []Cursor, device string, marks []Mark, at time.Time) ([]Curso
 		if touched[i] {
 			hist = append(hist, cs[i].Advance()...)
 		}
-		if !cs[i].Exhausted() {
+		if cs[i].Exhausted() {
+			hist = append(hist, cs[i].Retire()...)
+		} else {
 			kept = append(kept, cs[i])
 		}
 	}

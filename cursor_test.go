@@ -1,7 +1,6 @@
 package tether
 
 import (
-	"slices"
 	"testing"
 	"time"
 )
@@ -22,27 +21,25 @@ func settleAll(t *testing.T, c *Cursor, state DeliveryState, when time.Time, seq
 func TestCursorInOrderAcksJoinOneHistoryRange(t *testing.T) {
 	c := Cursor{Source: DeviceTarget("pos-1")}
 	settleAll(t, &c, StateAcked, at(0), 1, 2)
-	ops := c.Advance()
-	if c.Floor != 2 || len(c.Settled) != 0 {
-		t.Fatalf("floor %d settled %v, want 2 and none", c.Floor, c.Settled)
+	if ops := c.Advance(); len(ops) != 0 || c.Floor != 2 || len(c.Settled) != 0 {
+		t.Fatalf("floor %d settled %v ops %v, want 2, none, none (the range is the Tail)", c.Floor, c.Settled, ops)
 	}
-	if len(ops) != 1 || ops[0].Del != 0 || ops[0].Put.From != 1 || ops[0].Put.To != 2 {
-		t.Fatalf("history ops %+v, want one put of 1…2", ops)
-	}
-	// Within AckTimeResolution of the first: joined, the old record replaced.
+	// Within AckTimeResolution of the first: joined to the Tail, no write.
 	settleAll(t, &c, StateAcked, at(400), 3)
-	ops = c.Advance()
-	if len(ops) != 1 || ops[0].Del != 2 || ops[0].Put.From != 1 || ops[0].Put.To != 3 || !ops[0].Put.At.Equal(at(400)) {
-		t.Fatalf("history ops %+v, want 1…3 at 400ms replacing 1…2", ops)
+	if ops := c.Advance(); len(ops) != 0 || c.Tail.From != 1 || c.Tail.To != 3 || !c.Tail.At.Equal(at(400)) {
+		t.Fatalf("tail %+v ops %v, want 1…3 at 400ms and no history write", c.Tail, ops)
 	}
-	// A second after the first: a new record.
+	// A second after the first: the old Tail goes to the history.
 	settleAll(t, &c, StateAcked, at(1000), 4)
-	ops = c.Advance()
-	if len(ops) != 1 || ops[0].Del != 0 || ops[0].Put.From != 4 {
-		t.Fatalf("history ops %+v, want a new record from 4", ops)
+	ops := c.Advance()
+	if len(ops) != 1 || ops[0].Range.From != 1 || ops[0].Range.To != 3 {
+		t.Fatalf("history ops %+v, want 1…3 written", ops)
 	}
 	if c.Tail.From != 4 || c.Tail.To != 4 {
 		t.Fatalf("tail %+v, want 4…4", c.Tail)
+	}
+	if r := c.Retire(); len(r) != 1 || r[0].Range != c.Tail {
+		t.Errorf("Retire = %+v, want the Tail", r)
 	}
 }
 
@@ -63,9 +60,9 @@ func TestCursorOutOfOrderAcksWaitForTheGap(t *testing.T) {
 	if c.Floor != 3 {
 		t.Fatalf("floor %d, want 3 (4 unsettled)", c.Floor)
 	}
-	// 1 is dead, 2…3 acked: two records.
-	if len(ops) != 2 || ops[0].Put.State != StateDead || ops[1].Put.From != 2 || ops[1].Put.To != 3 {
-		t.Fatalf("history ops %+v, want dead 1 then acked 2…3", ops)
+	// 1 is dead, 2…3 acked: two records, the first written, the second the Tail.
+	if len(ops) != 1 || ops[0].Range.State != StateDead || c.Tail.From != 2 || c.Tail.To != 3 {
+		t.Fatalf("history ops %+v tail %+v, want dead 1 written and acked 2…3 the Tail", ops, c.Tail)
 	}
 	if r, ok := c.State(5); !ok || r.State != StateAcked {
 		t.Errorf("State(5) = %+v %v, want acked", r, ok)
@@ -174,12 +171,12 @@ func TestApplyMarks(t *testing.T) {
 	if FindCursor(cs, GroupTarget("other")) >= 0 {
 		t.Error("a cursor made for a group the device is no member of")
 	}
-	var tos []uint64
-	for _, h := range hist {
-		tos = append(tos, h.Put.To)
+	if len(hist) != 0 {
+		t.Errorf("history ops %+v, want none (each range is its cursor's Tail)", hist)
 	}
-	slices.Sort(tos)
-	if !slices.Equal(tos, []uint64{1, 5}) {
-		t.Errorf("history puts at %v, want [1 5]", tos)
+	cs[FindCursor(cs, GroupTarget("g"))].Leave(5)
+	cs, _, hist = ApplyMarks(cs, "d", nil, at(0))
+	if FindCursor(cs, GroupTarget("g")) >= 0 || len(hist) != 1 || hist[0].Range.To != 5 {
+		t.Errorf("an exhausted cursor: cursors %+v hist %+v, want it dropped and its Tail kept", cs, hist)
 	}
 }

@@ -202,13 +202,8 @@ func (b buckets) putCursors(device string, cs []tether.Cursor) error {
 // putHistory applies history operations of device.
 func (b buckets) putHistory(device string, ops []tether.HistOp) error {
 	for _, op := range ops {
-		prefix := histPrefix(device, op.Source)
-		if op.Del != 0 {
-			if err := b.hist.Delete(seqKey(prefix, op.Del)); err != nil {
-				return err
-			}
-		}
-		if err := b.hist.Put(seqKey(prefix, op.Put.To), ledger.EncodeRange(op.Put)); err != nil {
+		k := seqKey(histPrefix(device, op.Source), op.Range.To)
+		if err := b.hist.Put(k, ledger.EncodeRange(op.Range)); err != nil {
 			return err
 		}
 	}

@@ -118,6 +118,9 @@ func (s *Store) Leave(ctx context.Context, group, device string) error {
 			return err
 		}
 		if c.Exhausted() {
+			if err := b.putHistory(device, c.Retire()); err != nil {
+				return err
+			}
 			cs = slices.Delete(cs, i, i+1)
 		}
 		return b.putCursors(device, cs)

@@ -215,6 +215,8 @@ func (e *expiry) flush() error {
 			}
 			if !cs[i].Exhausted() {
 				kept = append(kept, cs[i])
+			} else if err := e.b.putHistory(d, cs[i].Retire()); err != nil {
+				return err
 			}
 		}
 		if err := e.b.putCursors(d, kept); err != nil {

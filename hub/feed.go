@@ -2,8 +2,10 @@ package hub
 
 import (
 	"sync"
+	"time"
 
 	"github.com/tetherpush/tether"
+	"github.com/tetherpush/tether/wire"
 )
 
 // feedCap is how many recent entries a feed keeps. A session whose
@@ -29,12 +31,37 @@ type feed struct {
 
 	mu       sync.Mutex // guards following
 	anchored bool
-	base     uint64         // the feed holds the entries after base
-	entries  []tether.Entry // ascending; positions missing between them were purged
-	last     uint64         // the newest position known to exist; entries may end before it
-	readers  map[*Session]struct{}
-	queued   bool // on the read loop's queue
+	base     uint64  // the feed holds the entries after base
+	entries  []entry // ascending; positions missing between them were purged
+	last     uint64  // the newest position known to exist; entries may end before it
+	// ahead holds entries offered out of order (concurrent publishes
+	// finish in any order) until the ones before arrive; after gapWait
+	// the feed reads the log instead.
+	ahead   map[uint64]*tether.Message
+	gap     *time.Timer
+	readers map[*Session]struct{}
+	queued  bool // on the read loop's queue
 }
+
+// entry is a log entry with its message frame for a first attempt,
+// encoded once per node for all the readers of the log.
+type entry struct {
+	tether.Entry
+	frame []byte
+}
+
+// newEntry returns e with its first-attempt frame.
+func newEntry(e tether.Entry) entry {
+	m := e.Message
+	return entry{Entry: e, frame: wire.AppendMessage(make([]byte, 0, len(m.Data)+len(m.ID)+len(m.Target.ID)+112),
+		m.ID, m.Target.String(), m.Data, m.PublishedAt, 1)}
+}
+
+// Out-of-order offers.
+const (
+	gapWait  = 20 * time.Millisecond // how long an offer waits for those before it
+	maxAhead = 256                   // the most offers kept waiting
+)
 
 // feedFor returns the feed of group, made when s is its first reader, and
 // registers s as a reader.
@@ -76,21 +103,66 @@ func (f *feed) endLocked() uint64 {
 
 // offer hands the feed an entry published on this node (msg nil: only its
 // position is known, as for a duplicate). An entry that does not follow
-// the ones held makes the feed read the log. Readers are woken.
+// the ones held waits for those before it for up to gapWait; then, or at
+// once when only its position is known, the feed reads the log. Readers
+// are woken.
 func (f *feed) offer(seq uint64, msg *tether.Message) {
 	f.mu.Lock()
 	if !f.anchored {
 		f.anchored, f.base = true, seq-1
 	}
-	switch end := f.endLocked(); {
+	end := f.endLocked()
+	switch {
 	case seq <= end:
 		f.mu.Unlock()
 		return // held already
 	case msg != nil && seq == end+1:
-		f.appendLocked(tether.Entry{Seq: seq, Message: msg})
+		f.appendLocked(newEntry(tether.Entry{Seq: seq, Message: msg}))
+		f.catchUpLocked()
+	case msg != nil && len(f.ahead) < maxAhead:
+		if f.ahead == nil {
+			f.ahead = make(map[uint64]*tether.Message)
+		}
+		f.ahead[seq] = msg
+		f.last = max(f.last, seq)
+		if f.gap == nil {
+			f.gap = time.AfterFunc(gapWait, f.gapPassed)
+		}
+		f.mu.Unlock()
+		return
 	default:
 		f.last = max(f.last, seq)
 	}
+	f.wakeLocked()
+}
+
+// catchUpLocked appends the entries waiting ahead that now follow.
+func (f *feed) catchUpLocked() {
+	for len(f.ahead) > 0 {
+		end := f.endLocked()
+		for s := range f.ahead {
+			if s <= end {
+				delete(f.ahead, s)
+			}
+		}
+		m, ok := f.ahead[end+1]
+		if !ok {
+			return
+		}
+		delete(f.ahead, end+1)
+		f.appendLocked(newEntry(tether.Entry{Seq: end + 1, Message: m}))
+	}
+	if f.gap != nil {
+		f.gap.Stop()
+		f.gap = nil
+	}
+}
+
+// gapPassed runs gapWait after an entry was offered out of order: if the
+// entries before it have not come, the feed reads the log.
+func (f *feed) gapPassed() {
+	f.mu.Lock()
+	f.gap = nil
 	f.wakeLocked()
 }
 
@@ -112,7 +184,7 @@ func (f *feed) announce(seq uint64) {
 // wakeLocked unlocks f, starts a read when the feed is behind the log and
 // wakes the readers.
 func (f *feed) wakeLocked() {
-	behind := f.last > f.endLocked()
+	behind := f.last > f.endLocked() && f.gap == nil
 	readers := f.readersLocked()
 	f.mu.Unlock()
 	if behind {
@@ -124,7 +196,7 @@ func (f *feed) wakeLocked() {
 }
 
 // appendLocked holds e, dropping the oldest quarter beyond feedCap.
-func (f *feed) appendLocked(e tether.Entry) {
+func (f *feed) appendLocked(e entry) {
 	if len(f.entries) == feedCap {
 		drop := feedCap / 4
 		f.base = f.entries[drop-1].Seq
@@ -144,21 +216,25 @@ func (f *feed) readersLocked() []*Session {
 	return out
 }
 
-// after returns up to n entries held after pos. covered is false when the
-// feed cannot answer for pos (not anchored, or pos before its base): the
-// reader must read the store itself.
-func (f *feed) after(pos uint64, n int) (out []tether.Entry, covered bool) {
+// after returns up to n entries held after pos. need is true when the
+// feed cannot answer for pos (before its base): the reader must read the
+// store itself. A feed not anchored yet answers nothing: its log has had
+// nothing new since its readers read it.
+func (f *feed) after(pos uint64, n int) (out []entry, need bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.anchored || pos < f.base {
+	if !f.anchored {
 		return nil, false
 	}
+	if pos < f.base {
+		return nil, true
+	}
 	i := searchSeq(f.entries, pos)
-	return append(out, f.entries[i:min(len(f.entries), i+n)]...), true
+	return append(out, f.entries[i:min(len(f.entries), i+n)]...), false
 }
 
 // searchSeq returns the index of the first entry after pos.
-func searchSeq(es []tether.Entry, pos uint64) int {
+func searchSeq(es []entry, pos uint64) int {
 	lo, hi := 0, len(es)
 	for lo < hi {
 		m := (lo + hi) / 2
@@ -190,9 +266,10 @@ func (f *feed) filled(from, known uint64, es []tether.Entry, full bool) bool {
 	// have grown past from meanwhile, so it takes what follows its end.
 	for _, e := range es {
 		if e.Seq > f.endLocked() && e.Seq > from {
-			f.appendLocked(e)
+			f.appendLocked(newEntry(e))
 		}
 	}
+	f.catchUpLocked()
 	switch end := f.endLocked(); {
 	case full:
 		f.last = max(f.last, end+1) // more may follow: read on

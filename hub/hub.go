@@ -312,9 +312,26 @@ func (h *Hub) membershipChanged(ctx context.Context, device string) {
 	h.wakeRemote(ctx, []string{device}, tether.EventMembership)
 }
 
-// Message answers GET /v1/messages/{id}.
+// Message answers GET /v1/messages/{id}: the store's answer, with the
+// sends of sessions here that the store does not know yet (first sends are
+// committed lazily).
 func (h *Hub) Message(ctx context.Context, id string) (tether.MessageStatus, error) {
-	return h.store.Message(ctx, id)
+	st, err := h.store.Message(ctx, id)
+	if err != nil {
+		return st, err
+	}
+	for i := range st.Deliveries {
+		d := &st.Deliveries[i]
+		if d.State != tether.StatePending && d.State != tether.StateInflight {
+			continue
+		}
+		if s := h.session(d.Device); s != nil {
+			if n := s.attempts(id); n > d.Attempts {
+				d.State, d.Attempts = tether.StateInflight, n
+			}
+		}
+	}
+	return st, nil
 }
 
 // sweeper marks expired deliveries and purges old messages.

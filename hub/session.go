@@ -215,7 +215,13 @@ func (s *Session) Close(code int) {
 	}
 	s.closed = true
 	feeds := s.d.feedsLocked()
-	pending := s.d.hasMarks()
+	d := &s.d
+	d.marks = append(d.sendMarksLocked(), d.marks...) // what it sent goes to the store now
+	queue := len(d.marks) > 0 && !d.commitQueued && !d.committing
+	if queue {
+		d.commitQueued = true
+	}
+	pending := d.hasMarks()
 	s.mu.Unlock()
 	h := s.hub
 	h.mu.Lock()
@@ -229,6 +235,9 @@ func (s *Session) Close(code int) {
 	h.mu.Unlock()
 	for _, f := range feeds {
 		f.leave(s)
+	}
+	if queue {
+		h.commit.queue(s)
 	}
 	h.sched.set(s, time.Time{})
 	h.Forget(s.device, s.id)

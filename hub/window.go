@@ -22,10 +22,11 @@ type delivery struct {
 	nextDue int64              // earliest redelivery in the window (Unix ns; 0: none)
 
 	marks        []tether.Mark
-	ackIDs       []string // acks of ids the session could not place
-	commitQueued bool     // on the commit loop's queue
-	committing   bool     // marks handed to the store, not yet answered
-	readQueued   bool     // on the read loop's queue
+	sends        []*flight // first sends not yet recorded: they ride with the next commit
+	ackIDs       []string  // acks of ids the session could not place
+	commitQueued bool      // on the commit loop's queue
+	committing   bool      // marks handed to the store, not yet answered
+	readQueued   bool      // on the read loop's queue
 }
 
 // logReader is a session's position in one log.
@@ -40,10 +41,14 @@ type logReader struct {
 	// reaches horizon (0: keep it).
 	cur     *tether.Cursor
 	horizon uint64
-	buf     []tether.Entry // entries after pos, read or offered, not yet taken
-	behind  bool           // the log may hold entries after buf that the session has not read
-	reading bool           // a read for this reader is under way
-	dirty   bool           // something was published while it read
+	buf     []entry // entries after pos, read or offered, not yet taken
+	behind  bool    // the log may hold entries after buf that the session has not read
+	reading bool    // a read for this reader is under way
+	dirty   bool    // something was published while it read
+	// ahead holds entries of the device's own log offered out of order,
+	// until those before come or gapAt (Unix ns) passes.
+	ahead map[uint64]*tether.Message
+	gapAt int64
 }
 
 // flight is a message in the window.
@@ -51,8 +56,9 @@ type flight struct {
 	reader  int
 	seq     uint64
 	msg     *tether.Message
-	attempt int   // sends so far
-	due     int64 // Unix ns of the next (re)send
+	frame   []byte // the frame of a first attempt, when the log's feed encoded it
+	attempt int    // sends so far
+	due     int64  // Unix ns of the next (re)send
 	order   uint64
 }
 
@@ -98,7 +104,7 @@ func (r *logReader) setCursor(c tether.Cursor) {
 
 // admits reports whether entry e may be sent: addressed to the device, not
 // settled, not expired.
-func (r *logReader) admits(e tether.Entry, now int64) bool {
+func (r *logReader) admits(e entry, now int64) bool {
 	if r.cur != nil && (!r.cur.Addressed(e.Seq) || r.cur.IsSettled(e.Seq)) {
 		return false
 	}
@@ -175,7 +181,9 @@ func (d *delivery) feedsLocked() []*feed {
 }
 
 // offer hands the session an entry of its own log published on this node
-// (msg nil: only its position is known).
+// (msg nil: only its position is known). One that does not follow the
+// entries held waits up to gapWait for those before it (concurrent
+// publishes finish in any order); then the session reads its log.
 func (s *Session) offer(seq uint64, msg *tether.Message) {
 	s.mu.Lock()
 	if s.d.loaded && len(s.d.readers) > 0 {
@@ -183,7 +191,16 @@ func (s *Session) offer(seq uint64, msg *tether.Message) {
 		switch end := r.end(); {
 		case seq <= end:
 		case msg != nil && !r.behind && seq == end+1 && len(r.buf) < feedCap:
-			r.buf = append(r.buf, tether.Entry{Seq: seq, Message: msg})
+			r.buf = append(r.buf, entry{Entry: tether.Entry{Seq: seq, Message: msg}})
+			r.catchUp()
+		case msg != nil && !r.behind && len(r.ahead) < maxAhead:
+			if r.ahead == nil {
+				r.ahead = make(map[uint64]*tether.Message)
+			}
+			r.ahead[seq] = msg
+			if r.gapAt == 0 {
+				r.gapAt = time.Now().Add(gapWait).UnixNano()
+			}
 		default:
 			r.behind = true
 			r.dirty = r.dirty || r.reading
@@ -191,6 +208,25 @@ func (s *Session) offer(seq uint64, msg *tether.Message) {
 	}
 	s.mu.Unlock()
 	s.wake()
+}
+
+// catchUp moves the entries waiting ahead that now follow into buf.
+func (r *logReader) catchUp() {
+	for len(r.ahead) > 0 {
+		end := r.end()
+		for seq := range r.ahead {
+			if seq <= end {
+				delete(r.ahead, seq)
+			}
+		}
+		m, ok := r.ahead[end+1]
+		if !ok {
+			return
+		}
+		delete(r.ahead, end+1)
+		r.buf = append(r.buf, entry{Entry: tether.Entry{Seq: end + 1, Message: m}})
+	}
+	r.ahead, r.gapAt = nil, 0
 }
 
 // announce tells the session that its own log has entries it has not seen
@@ -242,6 +278,12 @@ func (s *Session) deliver(now time.Time) bool {
 // entry of each log in turn. It returns whether a read must be queued.
 func (s *Session) fillLocked(now int64) (needRead bool) {
 	d := &s.d
+	for i := range d.readers {
+		if r := &d.readers[i]; r.gapAt != 0 && now >= r.gapAt {
+			r.gapAt, r.behind = 0, true // what came ahead waits no more: read the log
+			r.dirty = r.dirty || r.reading
+		}
+	}
 	room := s.hub.cfg.MaxInflight - len(d.window)
 	for progress := true; room > 0 && progress; {
 		progress = false
@@ -278,7 +320,7 @@ func (s *Session) fillLocked(now int64) (needRead bool) {
 
 // next returns the reader's next entry after pos: from its buffer, else
 // from its group's feed. A feed that cannot answer makes it behind.
-func (r *logReader) next() (tether.Entry, bool) {
+func (r *logReader) next() (entry, bool) {
 	for {
 		for len(r.buf) > 0 {
 			e := r.buf[0]
@@ -291,28 +333,28 @@ func (r *logReader) next() (tether.Entry, bool) {
 			}
 		}
 		if r.feed == nil || r.behind {
-			return tether.Entry{}, false
+			return entry{}, false
 		}
 		es, need := r.feed.after(r.pos, 64)
 		if need {
 			r.behind = true
-			return tether.Entry{}, false
+			return entry{}, false
 		}
 		if len(es) == 0 {
-			return tether.Entry{}, false
+			return entry{}, false
 		}
 		r.buf = es
 	}
 }
 
 // admitLocked puts entry e of reader i into the window, due now.
-func (s *Session) admitLocked(i int, e tether.Entry, now int64) {
+func (s *Session) admitLocked(i int, e entry, now int64) {
 	d := &s.d
 	if d.window == nil {
 		d.window = make(map[string]*flight, 8)
 	}
 	d.order++
-	f := &flight{reader: i, seq: e.Seq, msg: e.Message, due: now, order: d.order}
+	f := &flight{reader: i, seq: e.Seq, msg: e.Message, frame: e.frame, due: now, order: d.order}
 	if c := d.readers[i].cur; c != nil {
 		f.attempt = c.Attempts(e.Seq)
 	}
@@ -398,15 +440,30 @@ func (s *Session) sendLocked(f *flight, now time.Time) ([]byte, bool) {
 	if d.nextDue == 0 || f.due < d.nextDue {
 		d.nextDue = f.due
 	}
-	d.marks = append(d.marks, tether.Mark{Source: src, Seq: f.seq, State: tether.StateInflight, Attempts: f.attempt})
+	if f.attempt == 1 {
+		// A first send is recorded lazily, with the next commit the
+		// session makes for its acks, a redelivery or its close.
+		d.sends = append(d.sends, f)
+	} else {
+		d.marks = append(d.marks, tether.Mark{Source: src, Seq: f.seq, State: tether.StateInflight, Attempts: f.attempt})
+	}
+	if f.attempt == 1 && f.frame != nil {
+		return f.frame, true
+	}
 	m := f.msg
-	return wire.AppendMessage(nil, m.ID, m.Target.String(), m.Data, m.PublishedAt, f.attempt), true
+	return wire.AppendMessage(make([]byte, 0, len(m.Data)+len(m.ID)+len(m.Target.ID)+112), m.ID, m.Target.String(), m.Data, m.PublishedAt, f.attempt), true
 }
 
 // nextDueLocked returns when the window next needs the session (Unix ns;
-// 0: never).
+// 0: never): a redelivery, or the end of a wait for an out-of-order offer.
 func (d *delivery) nextDueLocked() int64 {
-	return d.nextDue
+	next := d.nextDue
+	for _, r := range d.readers {
+		if r.gapAt != 0 && (next == 0 || r.gapAt < next) {
+			next = r.gapAt
+		}
+	}
+	return next
 }
 
 // backoff is how long to wait for an ack of attempt n before sending again:
@@ -456,6 +513,19 @@ func (d *delivery) hasMarks() bool {
 	return len(d.marks) > 0 || len(d.ackIDs) > 0 || d.committing
 }
 
+// sendMarksLocked returns the marks of the first sends still in flight,
+// and forgets them.
+func (d *delivery) sendMarksLocked() []tether.Mark {
+	var out []tether.Mark
+	for _, f := range d.sends {
+		if d.window[f.msg.ID] == f {
+			out = append(out, tether.Mark{Source: d.readers[f.reader].source, Seq: f.seq, State: tether.StateInflight, Attempts: f.attempt})
+		}
+	}
+	d.sends = nil
+	return out
+}
+
 // sessionRead is one read a session needs: entries of its reader's log
 // after after.
 type sessionRead struct {
@@ -497,11 +567,12 @@ func (s *Session) readDone(rd sessionRead, es []tether.Entry, err error) {
 	if err == nil {
 		for _, e := range es {
 			if e.Seq > r.end() {
-				r.buf = append(r.buf, e)
+				r.buf = append(r.buf, entry{Entry: e})
 			}
 		}
 		r.behind = len(es) == rd.limit || r.dirty
 		r.dirty = false
+		r.catchUp()
 	}
 	s.mu.Unlock()
 	s.wake()
@@ -516,7 +587,7 @@ func (s *Session) takeMarks(at time.Time) (tether.Change, bool) {
 	if len(d.marks) == 0 && len(d.ackIDs) == 0 {
 		return tether.Change{}, false
 	}
-	ch := tether.Change{Device: s.device, At: at, Marks: d.marks, AckIDs: d.ackIDs}
+	ch := tether.Change{Device: s.device, At: at, Marks: append(d.sendMarksLocked(), d.marks...), AckIDs: d.ackIDs}
 	d.marks, d.ackIDs, d.committing = nil, nil, true
 	return ch, true
 }
@@ -538,4 +609,15 @@ func (s *Session) committed(ch tether.Change, err error) (requeue, finished bool
 		d.commitQueued = true
 	}
 	return requeue, s.closed && !d.hasMarks() && !d.commitQueued
+}
+
+// attempts returns how many times message id was sent in this session's
+// window (0: not there).
+func (s *Session) attempts(id string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f := s.d.window[id]; f != nil {
+		return f.attempt
+	}
+	return 0
 }
