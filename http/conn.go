@@ -31,17 +31,17 @@ const closeGrace = time.Second
 
 // conn is one upgraded WebSocket connection. Its reader runs on the
 // connection's HTTP handler goroutine; writes come from the hub's workers and
-// are serialised by wsem, a lock whose wait is bounded by the write deadline.
+// are serialised by wlock, a lock whose wait is bounded by the write deadline.
 // It keeps no buffers while idle.
 type conn struct {
 	c        net.Conn
 	r        io.Reader // c, behind whatever the upgrade had buffered
 	maxFrame int
 
-	wsem     chan struct{} // write lock
-	closing  atomic.Bool
-	once     sync.Once
-	onFinish func() // called once when the socket is closed
+	wlock   atomic.Int32 // write lock: 1 while held
+	closing atomic.Bool
+	once    sync.Once
+	srv     *Server // told when the socket is closed; nil in tests
 
 	hookMu   sync.Mutex // guards onClose and closed
 	onClose  func()     // set by the poller: watch the close grace period
@@ -56,7 +56,7 @@ var _ hub.Conn = (*conn)(nil)
 
 func newConn(c net.Conn, maxFrame int) *conn {
 	_ = c.SetDeadline(time.Time{}) // clear the HTTP server's deadlines
-	return &conn{c: c, r: c, maxFrame: maxFrame, wsem: make(chan struct{}, 1)}
+	return &conn{c: c, r: c, maxFrame: maxFrame}
 }
 
 // buffered returns a copy of the bytes the client sent right after the
@@ -72,24 +72,24 @@ func buffered(br *bufio.Reader) []byte {
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// lock takes the write lock, waiting until deadline at most.
+// lock takes the write lock, waiting until deadline at most. The lock is
+// one word, not a channel, to keep an idle connection small; it is rarely
+// contended (a close frame racing a worker's write), so a waiter polls
+// with a short backoff.
 func (c *conn) lock(deadline time.Time) bool {
-	select {
-	case c.wsem <- struct{}{}:
-		return true
-	default:
-	}
-	t := time.NewTimer(time.Until(deadline))
-	defer t.Stop()
-	select {
-	case c.wsem <- struct{}{}:
-		return true
-	case <-t.C:
-		return false
+	for wait := 50 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
+		if c.wlock.CompareAndSwap(0, 1) {
+			return true
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
+		}
+		time.Sleep(min(wait, left))
 	}
 }
 
-func (c *conn) unlock() { <-c.wsem }
+func (c *conn) unlock() { c.wlock.Store(0) }
 
 // WriteText writes frames as text messages in one write.
 func (c *conn) WriteText(frames [][]byte, deadline time.Time) error {
@@ -186,8 +186,8 @@ func (c *conn) finish() {
 		return
 	}
 	_ = c.c.Close()
-	if c.onFinish != nil {
-		c.onFinish()
+	if c.srv != nil {
+		c.srv.connFinished()
 	}
 }
 

@@ -21,7 +21,7 @@ func TestNoFrameAfterClose(t *testing.T) {
 	rd.Add(1)
 	go func() { defer rd.Done(); _, _ = io.Copy(&got, b) }()
 	c := newConn(a, 1<<16)
-	c.wsem <- struct{}{} // a write in progress (a pong, say) holds the lock
+	c.wlock.Store(1) // a write in progress (a pong, say) holds the lock
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); c.Close(1000) }() // echoes the peer's close frame
@@ -31,7 +31,7 @@ func TestNoFrameAfterClose(t *testing.T) {
 		_ = c.WriteText([][]byte{[]byte(`{"type":"message"}`)}, time.Now().Add(time.Second))
 	}()
 	time.Sleep(10 * time.Millisecond)
-	<-c.wsem // the write in progress ends
+	c.unlock() // the write in progress ends
 	wg.Wait()
 	a.Close()
 	rd.Wait()

@@ -67,7 +67,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	upgraded = true
 	s.conns.Add(1)
 	c := newConn(conn, s.cfg.MaxMessageBytes)
-	c.onFinish = func() { s.active.Add(-1); s.conns.Done() }
+	c.srv = s
 	early := buffered(rw.Reader)
 	sess, err := s.hub.Attach(sid, claims.Device, claims.Groups, claims.ExpiresAt, c)
 	if err != nil {
@@ -84,6 +84,12 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 		c.r = io.MultiReader(bytes.NewReader(early), conn)
 	}
 	c.readLoop(sess, 2*s.hub.Config().Heartbeat)
+}
+
+// connFinished releases what an upgraded connection held.
+func (s *Server) connFinished() {
+	s.active.Add(-1)
+	s.conns.Done()
 }
 
 // verifyToken reads the device token from the Authorization header or the

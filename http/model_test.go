@@ -442,6 +442,9 @@ func (m *model) restart(graceful bool) {
 	}
 	ep := m.tick()
 	for _, d := range m.devices {
+		if !flushed {
+			d.lastFirst = map[string]int{} // attempt 1 may come again (below)
+		}
 		for _, del := range d.ds {
 			if !flushed {
 				// Sends are committed in the background with the acks:

@@ -91,13 +91,24 @@ func (c *commitLoop) commit(ctx context.Context, batch []*Session) bool {
 	now := time.Now()
 	sessions := batch[:0]
 	var changes []tether.Change
+	waiting := c.waiting(batch)
 	for _, s := range batch {
+		if waiting[s] {
+			continue
+		}
 		if ch, ok := s.takeMarks(now); ok {
 			sessions = append(sessions, s)
 			changes = append(changes, ch)
-		} else if _, finished := s.committed(tether.Change{}, nil); finished {
+		} else if _, finished := s.committed(tether.Change{}, nil, nil); finished {
 			h.finished(s)
 		}
+	}
+	if len(waiting) > 0 {
+		time.AfterFunc(10*time.Millisecond, func() {
+			for s := range waiting {
+				c.queue(s)
+			}
+		})
 	}
 	if len(changes) == 0 {
 		return true
@@ -107,11 +118,13 @@ func (c *commitLoop) commit(ctx context.Context, batch []*Session) bool {
 		h.log.Warn("committing acks failed; they are kept and committed again", "sessions", len(changes), "err", err)
 	}
 	for i, s := range sessions {
+		var got []tether.Cursor
 		if err == nil {
 			h.m.Acks.Add(float64(res[i].Acked))
 			h.m.Dead.Add(float64(res[i].Dead))
+			got = res[i].Cursors
 		}
-		requeue, finished := s.committed(changes[i], err)
+		requeue, finished := s.committed(changes[i], got, err)
 		if requeue {
 			c.queue(s)
 		}
@@ -120,6 +133,40 @@ func (c *commitLoop) commit(ctx context.Context, batch []*Session) bool {
 		}
 	}
 	return err == nil
+}
+
+// waiting returns the sessions of batch that must wait for an earlier,
+// closed session of the same device whose marks are not in batch: a
+// device's marks are committed in the order its sessions made them (an ack
+// on a new session must not overtake the sends of the old one that a
+// failed commit gave back).
+func (c *commitLoop) waiting(batch []*Session) map[*Session]bool {
+	h := c.h
+	in := make(map[*Session]bool, len(batch))
+	for _, s := range batch {
+		in[s] = true
+	}
+	var out map[*Session]bool
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.ending) == 0 {
+		return nil
+	}
+	earlier := map[string]bool{}
+	for e := range h.ending {
+		if !in[e] {
+			earlier[e.device] = true
+		}
+	}
+	for _, s := range batch {
+		if _, ended := h.ending[s]; !ended && earlier[s.device] {
+			if out == nil {
+				out = make(map[*Session]bool)
+			}
+			out[s] = true
+		}
+	}
+	return out
 }
 
 // queueCommit queues s's marks for the commit loop; a session closed

@@ -18,11 +18,11 @@ func (h *Hub) Admit(ctx context.Context, device string, groups []string) (string
 	if err := h.store.Join(ctx, device, groups); err != nil {
 		return "", err
 	}
+	if h.fleet == nil {
+		return "", nil // a session id tells takeovers apart across nodes only
+	}
 	now := time.Now()
 	id := h.ids.next(now)
-	if h.fleet == nil {
-		return id, nil
-	}
 	o := tether.Online{Device: device, Node: h.cfg.Node, Session: id, ConnectedAt: now, LastSeen: now}
 	var prev []tether.Online
 	err := h.fleetDo(ctx, "connected", func(ctx context.Context) (err error) {

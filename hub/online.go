@@ -37,8 +37,7 @@ func (h *Hub) OnlineDevices(prefix string, limit int) ([]tether.DeviceInfo, int)
 	slices.SortFunc(first, func(a, b *Session) int { return strings.Compare(a.device, b.device) })
 	out := make([]tether.DeviceInfo, len(first))
 	for i, s := range first {
-		groups := slices.Clone(s.groups)
-		slices.Sort(groups)
+		groups := s.memberOf()
 		out[i] = tether.DeviceInfo{ID: s.device, Groups: groups, Presence: tether.Presence{
 			Online:      true,
 			Node:        h.cfg.Node,

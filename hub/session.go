@@ -39,12 +39,11 @@ type Session struct {
 	id          string // from Admit
 	conn        Conn
 	device      string
-	groups      []string // named by the token
-	connectedAt int64    // Unix ns
-	tokenExp    int64    // Unix ns; 0: none
+	connectedAt int64 // Unix ns
+	tokenExp    int64 // Unix ns; 0: none
 	lastSeen    atomic.Int64
 
-	heapIdx int   // guarded by hub.sched.mu
+	heapIdx int32 // guarded by hub.sched.mu
 	timerAt int64 // guarded by hub.sched.mu
 
 	mu        sync.Mutex // guards following
@@ -54,7 +53,7 @@ type Session struct {
 	again     bool // more work arrived while running
 	nextPing  int64
 	rateStart int64
-	rateCount int
+	rateCount int32
 	ctl       *control // frames owed to the client besides messages; nil when none
 	d         delivery // the logs, the window and the marks
 }
@@ -74,7 +73,7 @@ type control struct {
 func (h *Hub) Attach(id, device string, groups []string, tokenExp time.Time, conn Conn) (*Session, error) {
 	now := time.Now()
 	s := &Session{
-		hub: h, id: id, conn: conn, device: device, groups: groups,
+		hub: h, id: id, conn: conn, device: device,
 		connectedAt: now.UnixNano(), heapIdx: -1, nextPing: now.Add(h.cfg.Heartbeat).UnixNano(),
 	}
 	if !tokenExp.IsZero() {
@@ -175,7 +174,7 @@ func (s *Session) rateLimit(now time.Time) int {
 		s.rateStart, s.rateCount = now.UnixNano(), 0
 	}
 	s.rateCount++
-	if s.rateCount > 2*s.hub.cfg.MaxFrameRate {
+	if int(s.rateCount) > 2*s.hub.cfg.MaxFrameRate {
 		return wire.CloseRateLimited
 	}
 	return 0
@@ -215,13 +214,8 @@ func (s *Session) Close(code int) {
 	}
 	s.closed = true
 	feeds := s.d.feedsLocked()
-	d := &s.d
-	d.marks = append(d.sendMarksLocked(), d.marks...) // what it sent goes to the store now
-	queue := len(d.marks) > 0 && !d.commitQueued && !d.committing
-	if queue {
-		d.commitQueued = true
-	}
-	pending := d.hasMarks()
+	queue := s.d.closeMarksLocked() // what it sent goes to the store now
+	pending := s.d.hasMarks()
 	s.mu.Unlock()
 	h := s.hub
 	h.mu.Lock()

@@ -32,11 +32,11 @@ func (sc *scheduler) set(s *Session, t time.Time) {
 	first := false
 	switch {
 	case t.IsZero() && s.heapIdx >= 0:
-		heap.Remove(&sc.h, s.heapIdx)
+		heap.Remove(&sc.h, int(s.heapIdx))
 	case t.IsZero():
 	case s.heapIdx >= 0:
 		s.timerAt = t.UnixNano()
-		heap.Fix(&sc.h, s.heapIdx)
+		heap.Fix(&sc.h, int(s.heapIdx))
 		first = s.heapIdx == 0
 	default:
 		s.timerAt = t.UnixNano()
@@ -98,12 +98,12 @@ func (h timerHeap) Len() int           { return len(h) }
 func (h timerHeap) Less(i, j int) bool { return h[i].timerAt < h[j].timerAt }
 func (h timerHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].heapIdx = i
-	h[j].heapIdx = j
+	h[i].heapIdx = int32(i)
+	h[j].heapIdx = int32(j)
 }
 func (h *timerHeap) Push(x any) {
 	s := x.(*Session)
-	s.heapIdx = len(*h)
+	s.heapIdx = int32(len(*h))
 	*h = append(*h, s)
 }
 func (h *timerHeap) Pop() any {

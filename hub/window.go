@@ -12,43 +12,30 @@ import (
 // in-flight window, and the marks (sends, acks) not yet committed. It is
 // guarded by the session's mu.
 type delivery struct {
-	loaded  bool // the cursors came from the store
-	loading bool // a cursor load is queued or under way
-	reload  bool // membership changed during a load: load again
-	readers []logReader
+	loaded       bool // the cursors came from the store
+	loading      bool // a cursor load is queued or under way
+	reload       bool // membership changed during a load: load again
+	paused       bool // membership changed: group logs wait for the new cursors
+	commitQueued bool // on the commit loop's queue
+	committing   bool // marks handed to the store, not yet answered
+	readQueued   bool // on the read loop's queue
+	readers      []logReader
+	b            *busy // nil while the session has nothing in flight and nothing to commit
+}
+
+// busy is the window and the marks of a session that has any.
+type busy struct {
 	window  map[string]*flight // by message id
 	fresh   []*flight          // admitted, never sent, in admission order
 	order   uint64             // admission counter
 	nextDue int64              // earliest redelivery in the window (Unix ns; 0: none)
-
-	marks        []tether.Mark
-	sends        []*flight // first sends not yet recorded: they ride with the next commit
-	ackIDs       []string  // acks of ids the session could not place
-	commitQueued bool      // on the commit loop's queue
-	committing   bool      // marks handed to the store, not yet answered
-	readQueued   bool      // on the read loop's queue
-}
-
-// logReader is a session's position in one log.
-type logReader struct {
-	source tether.Target
-	feed   *feed // a group's log: the hub's shared feed of it
-	// pos: every position at or below it was admitted to the window,
-	// skipped, or settled before the session began.
-	pos uint64
-	// cur is the stored cursor while the session may still meet positions
-	// it knows about (settled, in flight, outside the spans): until pos
-	// reaches horizon (0: keep it).
-	cur     *tether.Cursor
-	horizon uint64
-	buf     []entry // entries after pos, read or offered, not yet taken
-	behind  bool    // the log may hold entries after buf that the session has not read
-	reading bool    // a read for this reader is under way
-	dirty   bool    // something was published while it read
-	// ahead holds entries of the device's own log offered out of order,
-	// until those before come or gapAt (Unix ns) passes.
-	ahead map[uint64]*tether.Message
-	gapAt int64
+	marks   []tether.Mark
+	sends   []*flight // first sends not yet recorded: they ride with the next commit
+	ackIDs  []string  // acks of ids the session could not place
+	// acking holds the ackIDs handed to the store and not yet answered:
+	// with ackIDs, messages the session must not send although its
+	// cursors do not know them settled yet.
+	acking []string
 }
 
 // flight is a message in the window.
@@ -62,176 +49,34 @@ type flight struct {
 	order   uint64
 }
 
-// end returns the last position the reader holds or has passed.
-func (r *logReader) end() uint64 {
-	if n := len(r.buf); n > 0 {
-		return r.buf[n-1].Seq
+// busyLocked returns the session's busy state, made when missing.
+func (d *delivery) busyLocked() *busy {
+	if d.b == nil {
+		d.b = &busy{}
 	}
-	return r.pos
+	return d.b
 }
 
-// newReader returns a reader starting at cursor c's floor.
-func newReader(c tether.Cursor) logReader {
-	r := logReader{source: c.Source, pos: c.Floor, behind: true}
-	r.setCursor(c)
-	return r
+// tidyLocked drops the busy state once it holds nothing.
+func (d *delivery) tidyLocked() {
+	b := d.b
+	if b != nil && len(b.window) == 0 && len(b.fresh) == 0 && len(b.marks) == 0 && len(b.sends) == 0 && len(b.ackIDs) == 0 && len(b.acking) == 0 && !d.committing {
+		d.b = nil
+	}
 }
 
-// setCursor keeps c for as long as it tells more than "everything after
-// pos is addressed and unsettled".
-func (r *logReader) setCursor(c tether.Cursor) {
-	h := c.Floor
-	for _, s := range c.Settled {
-		h = max(h, s.To)
+// inflight returns how many messages the window holds.
+func (d *delivery) inflight() int {
+	if d.b == nil {
+		return 0
 	}
-	for _, f := range c.Flight {
-		h = max(h, f.Seq)
-	}
-	if c.Source.Kind == tether.KindGroup {
-		switch n := len(c.Spans); {
-		case n == 0 || c.Spans[n-1].To != 0:
-			h = 0 // not a member: nothing after the last span is addressed
-		default:
-			h = max(h, c.Spans[n-1].From)
-		}
-	}
-	if h != 0 && h <= r.pos {
-		r.cur, r.horizon = nil, 0
-		return
-	}
-	r.cur, r.horizon = &c, h
+	return len(d.b.window)
 }
 
-// admits reports whether entry e may be sent: addressed to the device, not
-// settled, not expired.
-func (r *logReader) admits(e entry, now int64) bool {
-	if r.cur != nil && (!r.cur.Addressed(e.Seq) || r.cur.IsSettled(e.Seq)) {
-		return false
-	}
-	return e.Message.ExpiresAt.UnixNano() > now
+// hasMarks reports whether the session has marks not yet committed.
+func (d *delivery) hasMarks() bool {
+	return d.committing || d.b != nil && (len(d.b.marks) > 0 || len(d.b.ackIDs) > 0)
 }
-
-// loaded sets the session up with its cursors, as the store answered them:
-// one reader per log, starting at its floor (a reload keeps the positions
-// of the logs it reads already and takes their new spans).
-func (s *Session) loaded(cs []tether.Cursor) {
-	var join []int
-	s.mu.Lock()
-	d := &s.d
-	d.loading = false
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	for _, c := range cs {
-		i := slices.IndexFunc(d.readers, func(r logReader) bool { return r.source == c.Source })
-		if i >= 0 {
-			d.readers[i].setCursor(c)
-			continue
-		}
-		d.readers = append(d.readers, newReader(c))
-		if c.Source.Kind == tether.KindGroup {
-			join = append(join, len(d.readers)-1)
-		}
-	}
-	d.loaded = true
-	again := d.reload
-	d.reload = false
-	s.mu.Unlock()
-	for _, i := range join {
-		s.mu.Lock()
-		group := s.d.readers[i].source.ID
-		s.mu.Unlock()
-		f := s.hub.feedFor(group, s)
-		s.mu.Lock()
-		s.d.readers[i].feed = f
-		closed := s.closed
-		s.mu.Unlock()
-		if closed {
-			f.leave(s)
-		}
-	}
-	if again {
-		s.reload()
-	}
-	s.wake()
-}
-
-// reload makes the session load its cursors again (membership changed).
-func (s *Session) reload() {
-	s.mu.Lock()
-	if s.d.loading {
-		s.d.reload = true
-		s.mu.Unlock()
-		return
-	}
-	s.mu.Unlock()
-	s.hub.reads.load(s)
-}
-
-// feedsLocked returns the feeds the session reads.
-func (d *delivery) feedsLocked() []*feed {
-	var out []*feed
-	for _, r := range d.readers {
-		if r.feed != nil {
-			out = append(out, r.feed)
-		}
-	}
-	return out
-}
-
-// offer hands the session an entry of its own log published on this node
-// (msg nil: only its position is known). One that does not follow the
-// entries held waits up to gapWait for those before it (concurrent
-// publishes finish in any order); then the session reads its log.
-func (s *Session) offer(seq uint64, msg *tether.Message) {
-	s.mu.Lock()
-	if s.d.loaded && len(s.d.readers) > 0 {
-		r := &s.d.readers[0]
-		switch end := r.end(); {
-		case seq <= end:
-		case msg != nil && !r.behind && seq == end+1 && len(r.buf) < feedCap:
-			r.buf = append(r.buf, entry{Entry: tether.Entry{Seq: seq, Message: msg}})
-			r.catchUp()
-		case msg != nil && !r.behind && len(r.ahead) < maxAhead:
-			if r.ahead == nil {
-				r.ahead = make(map[uint64]*tether.Message)
-			}
-			r.ahead[seq] = msg
-			if r.gapAt == 0 {
-				r.gapAt = time.Now().Add(gapWait).UnixNano()
-			}
-		default:
-			r.behind = true
-			r.dirty = r.dirty || r.reading
-		}
-	}
-	s.mu.Unlock()
-	s.wake()
-}
-
-// catchUp moves the entries waiting ahead that now follow into buf.
-func (r *logReader) catchUp() {
-	for len(r.ahead) > 0 {
-		end := r.end()
-		for seq := range r.ahead {
-			if seq <= end {
-				delete(r.ahead, seq)
-			}
-		}
-		m, ok := r.ahead[end+1]
-		if !ok {
-			return
-		}
-		delete(r.ahead, end+1)
-		r.buf = append(r.buf, entry{Entry: tether.Entry{Seq: end + 1, Message: m}})
-	}
-	r.ahead, r.gapAt = nil, 0
-}
-
-// announce tells the session that its own log has entries it has not seen
-// (published on another node).
-func (s *Session) announce() { s.offer(^uint64(0), nil) }
 
 // deliver fills the window from the logs and writes what is due. It
 // returns false when the session closed.
@@ -244,7 +89,7 @@ func (s *Session) deliver(now time.Time) bool {
 	}
 	needRead := s.fillLocked(now.UnixNano())
 	frames, first, resent := s.dueLocked(now)
-	queueCommit := len(d.marks) > 0 && !d.commitQueued && !d.committing
+	queueCommit := d.b != nil && len(d.b.marks) > 0 && !d.commitQueued && !d.committing
 	if queueCommit {
 		d.commitQueued = true
 	}
@@ -252,6 +97,7 @@ func (s *Session) deliver(now time.Time) bool {
 		d.readQueued = true
 	}
 	closed := s.closed
+	d.tidyLocked()
 	s.mu.Unlock()
 	if needRead {
 		s.hub.reads.read(s)
@@ -279,12 +125,9 @@ func (s *Session) deliver(now time.Time) bool {
 func (s *Session) fillLocked(now int64) (needRead bool) {
 	d := &s.d
 	for i := range d.readers {
-		if r := &d.readers[i]; r.gapAt != 0 && now >= r.gapAt {
-			r.gapAt, r.behind = 0, true // what came ahead waits no more: read the log
-			r.dirty = r.dirty || r.reading
-		}
+		d.readers[i].gapDue(now)
 	}
-	room := s.hub.cfg.MaxInflight - len(d.window)
+	room := s.hub.cfg.MaxInflight - d.inflight()
 	for progress := true; room > 0 && progress; {
 		progress = false
 		for i := range d.readers {
@@ -292,20 +135,24 @@ func (s *Session) fillLocked(now int64) (needRead bool) {
 				break
 			}
 			r := &d.readers[i]
+			if d.paused && r.feed != nil {
+				continue
+			}
 			e, ok := r.next()
 			if !ok {
 				continue
 			}
 			progress = true
 			r.pos = e.Seq
-			if r.admits(e, now) && d.window[e.Message.ID] == nil {
+			if r.admits(e, now) && !d.ackedLocked(e.Message.ID) {
 				s.admitLocked(i, e, now)
 				room--
 			}
-			if r.horizon != 0 && r.pos >= r.horizon {
-				r.cur, r.horizon = nil, 0
-			}
+			r.moved()
 		}
+	}
+	for i := range d.readers {
+		d.readers[i].tidy()
 	}
 	if room == 0 || d.readQueued {
 		return false
@@ -318,65 +165,47 @@ func (s *Session) fillLocked(now int64) (needRead bool) {
 	return false
 }
 
-// next returns the reader's next entry after pos: from its buffer, else
-// from its group's feed. A feed that cannot answer makes it behind.
-func (r *logReader) next() (entry, bool) {
-	for {
-		for len(r.buf) > 0 {
-			e := r.buf[0]
-			r.buf = r.buf[1:]
-			if len(r.buf) == 0 {
-				r.buf = nil
-			}
-			if e.Seq > r.pos {
-				return e, true
-			}
-		}
-		if r.feed == nil || r.behind {
-			return entry{}, false
-		}
-		es, need := r.feed.after(r.pos, 64)
-		if need {
-			r.behind = true
-			return entry{}, false
-		}
-		if len(es) == 0 {
-			return entry{}, false
-		}
-		r.buf = es
+// ackedLocked reports whether message id is in the window or was acked by
+// id and is not yet known settled by the session's cursors.
+func (d *delivery) ackedLocked(id string) bool {
+	b := d.b
+	if b == nil {
+		return false
 	}
+	return b.window[id] != nil || slices.Contains(b.ackIDs, id) || slices.Contains(b.acking, id)
 }
 
 // admitLocked puts entry e of reader i into the window, due now.
 func (s *Session) admitLocked(i int, e entry, now int64) {
-	d := &s.d
-	if d.window == nil {
-		d.window = make(map[string]*flight, 8)
+	b := s.d.busyLocked()
+	if b.window == nil {
+		b.window = make(map[string]*flight, 8)
 	}
-	d.order++
-	f := &flight{reader: i, seq: e.Seq, msg: e.Message, frame: e.frame, due: now, order: d.order}
-	if c := d.readers[i].cur; c != nil {
-		f.attempt = c.Attempts(e.Seq)
-	}
-	d.window[e.Message.ID] = f
-	d.fresh = append(d.fresh, f)
+	b.order++
+	f := &flight{reader: i, seq: e.Seq, msg: e.Message, frame: e.frame, due: now, order: b.order,
+		attempt: s.d.readers[i].attempts(e.Seq)}
+	b.window[e.Message.ID] = f
+	b.fresh = append(b.fresh, f)
 }
 
 // dueLocked returns the frames of every message of the window whose time
-// has come, records their sends as marks, and returns the publish times of
-// first attempts and the number of redeliveries. Expired messages leave the
+// has come, records their sends, and returns the publish times of first
+// attempts and the number of redeliveries. Expired messages leave the
 // window (the sweeper settles them); those sent MaxAttempts times become
 // dead.
 func (s *Session) dueLocked(now time.Time) (frames [][]byte, first []int64, resent int) {
-	d := &s.d
-	due := d.fresh
-	d.fresh = nil
+	b := s.d.b
+	if b == nil {
+		return nil, nil, 0
+	}
+	due := b.fresh
+	b.fresh = nil
 	nowN := now.UnixNano()
-	if d.nextDue != 0 && d.nextDue <= nowN {
-		due = append(due, d.redueLocked(nowN)...)
+	if b.nextDue != 0 && b.nextDue <= nowN {
+		due = append(due, b.redue(nowN)...)
 	}
 	for _, f := range due {
-		if d.window[f.msg.ID] != f {
+		if b.window[f.msg.ID] != f {
 			continue // acked before it was sent
 		}
 		frame, ok := s.sendLocked(f, now)
@@ -393,21 +222,21 @@ func (s *Session) dueLocked(now time.Time) (frames [][]byte, first []int64, rese
 	return frames, first, resent
 }
 
-// redueLocked returns the sent messages of the window due again, in
-// admission order, and recomputes nextDue.
-func (d *delivery) redueLocked(now int64) []*flight {
+// redue returns the sent messages of the window due again, in admission
+// order, and recomputes nextDue.
+func (b *busy) redue(now int64) []*flight {
 	var due []*flight
-	d.nextDue = 0
-	for _, f := range d.window {
+	b.nextDue = 0
+	for _, f := range b.window {
 		switch {
 		case f.attempt == 0: // fresh: sent by the caller
 		case f.due <= now:
 			due = append(due, f)
-		case d.nextDue == 0 || f.due < d.nextDue:
-			d.nextDue = f.due
+		case b.nextDue == 0 || f.due < b.nextDue:
+			b.nextDue = f.due
 		}
 	}
-	slices.SortFunc(due, func(a, b *flight) int { return cmpUint(a.order, b.order) })
+	slices.SortFunc(due, func(x, y *flight) int { return cmpUint(x.order, y.order) })
 	return due
 }
 
@@ -424,28 +253,28 @@ func cmpUint(a, b uint64) int {
 // sendLocked makes one more attempt of f: its frame and its mark, or none
 // when f expired or reached MaxAttempts (then it leaves the window).
 func (s *Session) sendLocked(f *flight, now time.Time) ([]byte, bool) {
-	d := &s.d
-	src := d.readers[f.reader].source
+	b := s.d.b
+	src := s.d.readers[f.reader].source
 	if !f.msg.ExpiresAt.After(now) {
-		delete(d.window, f.msg.ID)
+		delete(b.window, f.msg.ID)
 		return nil, false
 	}
 	if max := s.hub.cfg.MaxAttempts; max > 0 && f.attempt >= max {
-		delete(d.window, f.msg.ID)
-		d.marks = append(d.marks, tether.Mark{Source: src, Seq: f.seq, State: tether.StateDead, Attempts: f.attempt})
+		delete(b.window, f.msg.ID)
+		b.marks = append(b.marks, tether.Mark{Source: src, Seq: f.seq, State: tether.StateDead, Attempts: f.attempt})
 		return nil, false
 	}
 	f.attempt++
 	f.due = now.Add(s.backoff(f.attempt)).UnixNano()
-	if d.nextDue == 0 || f.due < d.nextDue {
-		d.nextDue = f.due
+	if b.nextDue == 0 || f.due < b.nextDue {
+		b.nextDue = f.due
 	}
 	if f.attempt == 1 {
 		// A first send is recorded lazily, with the next commit the
 		// session makes for its acks, a redelivery or its close.
-		d.sends = append(d.sends, f)
+		b.sends = append(b.sends, f)
 	} else {
-		d.marks = append(d.marks, tether.Mark{Source: src, Seq: f.seq, State: tether.StateInflight, Attempts: f.attempt})
+		b.marks = append(b.marks, tether.Mark{Source: src, Seq: f.seq, State: tether.StateInflight, Attempts: f.attempt})
 	}
 	if f.attempt == 1 && f.frame != nil {
 		return f.frame, true
@@ -457,10 +286,13 @@ func (s *Session) sendLocked(f *flight, now time.Time) ([]byte, bool) {
 // nextDueLocked returns when the window next needs the session (Unix ns;
 // 0: never): a redelivery, or the end of a wait for an out-of-order offer.
 func (d *delivery) nextDueLocked() int64 {
-	next := d.nextDue
+	var next int64
+	if d.b != nil {
+		next = d.b.nextDue
+	}
 	for _, r := range d.readers {
-		if r.gapAt != 0 && (next == 0 || r.gapAt < next) {
-			next = r.gapAt
+		if r.x != nil && r.x.gapAt != 0 && (next == 0 || r.x.gapAt < next) {
+			next = r.x.gapAt
 		}
 	}
 	return next
@@ -482,15 +314,16 @@ func (s *Session) backoff(n int) time.Duration {
 func (s *Session) ack(ids []string) {
 	s.mu.Lock()
 	d := &s.d
+	b := d.busyLocked()
 	earned := false
 	for _, id := range ids {
-		if f := d.window[id]; f != nil {
+		if f := b.window[id]; f != nil {
 			earned = earned || f.attempt > 0
-			delete(d.window, id)
+			delete(b.window, id)
 			src := d.readers[f.reader].source
-			d.marks = append(d.marks, tether.Mark{Source: src, Seq: f.seq, State: tether.StateAcked, Attempts: f.attempt})
-		} else if len(d.ackIDs) < maxPendingAcks {
-			d.ackIDs = append(d.ackIDs, id)
+			b.marks = append(b.marks, tether.Mark{Source: src, Seq: f.seq, State: tether.StateAcked, Attempts: f.attempt})
+		} else if len(b.ackIDs) < maxPendingAcks {
+			b.ackIDs = append(b.ackIDs, id)
 		}
 	}
 	if earned && s.rateCount > 0 {
@@ -501,6 +334,7 @@ func (s *Session) ack(ids []string) {
 		d.commitQueued = true
 	}
 	closed := s.closed
+	d.tidyLocked()
 	s.mu.Unlock()
 	if queue {
 		s.hub.queueCommit(s, closed)
@@ -508,74 +342,36 @@ func (s *Session) ack(ids []string) {
 	s.wake()
 }
 
-// hasMarks reports whether the session has marks not yet committed.
-func (d *delivery) hasMarks() bool {
-	return len(d.marks) > 0 || len(d.ackIDs) > 0 || d.committing
-}
-
 // sendMarksLocked returns the marks of the first sends still in flight,
 // and forgets them.
 func (d *delivery) sendMarksLocked() []tether.Mark {
+	b := d.b
+	if b == nil {
+		return nil
+	}
 	var out []tether.Mark
-	for _, f := range d.sends {
-		if d.window[f.msg.ID] == f {
+	for _, f := range b.sends {
+		if b.window[f.msg.ID] == f {
 			out = append(out, tether.Mark{Source: d.readers[f.reader].source, Seq: f.seq, State: tether.StateInflight, Attempts: f.attempt})
 		}
 	}
-	d.sends = nil
+	b.sends = nil
 	return out
 }
 
-// sessionRead is one read a session needs: entries of its reader's log
-// after after.
-type sessionRead struct {
-	s      *Session
-	reader int
-	source tether.Target
-	after  uint64
-	limit  int
-}
-
-// takeReads returns the reads the session needs now and marks them under
-// way.
-func (s *Session) takeReads() []sessionRead {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	d := &s.d
-	d.readQueued = false
-	if s.closed || !d.loaded {
-		return nil
+// closeMarksLocked makes the marks of a closing session: its first sends
+// go to the store with its acks. It returns whether a commit must be
+// queued.
+func (d *delivery) closeMarksLocked() bool {
+	if sends := d.sendMarksLocked(); len(sends) > 0 {
+		b := d.busyLocked()
+		b.marks = append(sends, b.marks...)
 	}
-	var out []sessionRead
-	for i := range d.readers {
-		r := &d.readers[i]
-		if r.behind && !r.reading {
-			r.reading, r.dirty = true, false
-			out = append(out, sessionRead{s: s, reader: i, source: r.source, after: r.end(), limit: s.hub.cfg.MaxInflight})
-		}
+	queue := d.b != nil && len(d.b.marks) > 0 && !d.commitQueued && !d.committing
+	if queue {
+		d.commitQueued = true
 	}
-	return out
-}
-
-// readDone takes the answer of a read: es are the entries after after; full
-// says the read answered all it asked for, so more may follow. On error the
-// reader stays behind and is read again.
-func (s *Session) readDone(rd sessionRead, es []tether.Entry, err error) {
-	s.mu.Lock()
-	r := &s.d.readers[rd.reader]
-	r.reading = false
-	if err == nil {
-		for _, e := range es {
-			if e.Seq > r.end() {
-				r.buf = append(r.buf, entry{Entry: e})
-			}
-		}
-		r.behind = len(es) == rd.limit || r.dirty
-		r.dirty = false
-		r.catchUp()
-	}
-	s.mu.Unlock()
-	s.wake()
+	return queue
 }
 
 // takeMarks hands the session's uncommitted marks to the commit loop.
@@ -584,30 +380,46 @@ func (s *Session) takeMarks(at time.Time) (tether.Change, bool) {
 	defer s.mu.Unlock()
 	d := &s.d
 	d.commitQueued = false
-	if len(d.marks) == 0 && len(d.ackIDs) == 0 {
+	b := d.b
+	if b == nil || len(b.marks) == 0 && len(b.ackIDs) == 0 {
 		return tether.Change{}, false
 	}
-	ch := tether.Change{Device: s.device, At: at, Marks: append(d.sendMarksLocked(), d.marks...), AckIDs: d.ackIDs}
-	d.marks, d.ackIDs, d.committing = nil, nil, true
+	ch := tether.Change{Device: s.device, At: at, Marks: append(d.sendMarksLocked(), b.marks...), AckIDs: b.ackIDs}
+	b.marks, b.ackIDs, b.acking, d.committing = nil, nil, ch.AckIDs, true
 	return ch, true
 }
 
-// committed ends a commit of the session's marks. When it failed, the marks
-// go back before those made since. It returns whether the session must be
-// queued again, and whether a closed session has nothing left to commit.
-func (s *Session) committed(ch tether.Change, err error) (requeue, finished bool) {
+// committed ends a commit of the session's marks: cs are the device's
+// cursors the store answered. When it failed, the marks go back before
+// those made since. It returns whether the session must be queued again,
+// and whether a closed session has nothing left to commit.
+func (s *Session) committed(ch tether.Change, cs []tether.Cursor, err error) (requeue, finished bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d := &s.d
 	d.committing = false
-	if err != nil {
-		d.marks = append(ch.Marks, d.marks...)
-		d.ackIDs = append(ch.AckIDs, d.ackIDs...)
+	if d.b != nil {
+		d.b.acking = nil
 	}
-	requeue = (len(d.marks) > 0 || len(d.ackIDs) > 0) && !d.commitQueued
+	if err != nil && (len(ch.Marks) > 0 || len(ch.AckIDs) > 0) {
+		b := d.busyLocked()
+		b.marks = append(ch.Marks, b.marks...)
+		b.ackIDs = append(ch.AckIDs, b.ackIDs...)
+	}
+	if err == nil && len(ch.AckIDs) > 0 {
+		// Acks by id settled messages the session may not have reached
+		// yet: its cursors learn them.
+		for _, c := range cs {
+			if i := slices.IndexFunc(d.readers, func(r logReader) bool { return r.source == c.Source }); i >= 0 {
+				d.readers[i].setCursor(c)
+			}
+		}
+	}
+	requeue = d.b != nil && (len(d.b.marks) > 0 || len(d.b.ackIDs) > 0) && !d.commitQueued
 	if requeue {
 		d.commitQueued = true
 	}
+	d.tidyLocked()
 	return requeue, s.closed && !d.hasMarks() && !d.commitQueued
 }
 
@@ -616,8 +428,10 @@ func (s *Session) committed(ch tether.Change, err error) (requeue, finished bool
 func (s *Session) attempts(id string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if f := s.d.window[id]; f != nil {
-		return f.attempt
+	if b := s.d.b; b != nil {
+		if f := b.window[id]; f != nil {
+			return f.attempt
+		}
 	}
 	return 0
 }
