@@ -111,3 +111,44 @@ func BenchmarkGroupPublish(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDirect publishes batches of 100 device messages to 10,000
+// devices from 32 writers and acks each message once published (the
+// direct workload of tether bench), reporting deliveries per second and
+// transactions, pages and write time per delivery.
+func BenchmarkDirect(b *testing.B) {
+	const devices, batch = 10_000, 100
+	s := mustOpen(b, Options{})
+	ctx := context.Background()
+	var next atomic.Int64
+	before := s.db.Stats()
+	benchWriters(b, s, 32, func(i int) error {
+		if i%batch != 0 {
+			return nil
+		}
+		msgs := make([]*tether.Message, batch)
+		for j := range msgs {
+			k := int(next.Add(1))
+			msgs[j] = testMessage(k, fmt.Sprintf("d%d", k%devices))
+		}
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		res, err := s.Publish(ctx, msgs)
+		if err != nil {
+			return err
+		}
+		changes := make([]tether.Change, batch)
+		for j, m := range msgs {
+			changes[j] = tether.Change{Device: m.Target.ID, At: m.PublishedAt,
+				Marks: []tether.Mark{{Source: m.Target, Seq: res[j].Seq, State: tether.StateAcked, Attempts: 1}}}
+		}
+		_, err = s.Commit(ctx, changes)
+		return err
+	})
+	after := s.db.Stats()
+	st := after.Sub(&before)
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
+	b.ReportMetric(float64(st.TxStats.GetPageCount())/float64(b.N), "pages/delivery")
+	b.ReportMetric(float64(st.TxStats.GetWriteTime().Microseconds())/float64(b.N), "write-µs/delivery")
+	b.ReportMetric(float64(st.TxStats.GetSpillTime().Microseconds())/float64(b.N), "spill-µs/delivery")
+}
