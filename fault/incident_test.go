@@ -116,8 +116,9 @@ func TestIncidentReplayed(t *testing.T) {
 	}
 }
 
-// nestedCycle is one tether caller: Publish to its device, Pending, and
-// with those deliveries in hand Sent then Ack, each under its own deadline.
+// nestedCycle is one tether caller: Publish to its device, Read, and
+// with its log's entries in hand a commit of their sends then one of their
+// acks, each under its own deadline.
 // It returns the time taken; a call that returns more than 250 ms after
 // its deadline is an error saying so.
 func nestedCycle(s *redis.Store, device string, d time.Duration) (time.Duration, error) {
@@ -138,22 +139,29 @@ func nestedCycle(s *redis.Store, device string, d time.Duration) (time.Duration,
 	if err := call(func(ctx context.Context) error { _, err := s.Publish(ctx, []*tether.Message{m}); return err }); err != nil {
 		return time.Since(start), err
 	}
-	var ds []tether.Delivery
+	var es [][]tether.Entry
 	err := call(func(ctx context.Context) (err error) {
-		ds, err = s.Pending(ctx, device, "", 10, time.Now())
+		es, err = s.Read(ctx, []tether.ReadRequest{{Source: tether.DeviceTarget(device), Limit: 10}})
 		return err
 	})
 	if err != nil {
 		return time.Since(start), err
 	}
-	ids := make([]string, len(ds))
-	for i, dl := range ds {
-		ids[i] = dl.Message.ID
+	var sent, acked []tether.Mark
+	for _, e := range es[0] {
+		sent = append(sent, tether.Mark{Source: tether.DeviceTarget(device), Seq: e.Seq, State: tether.StateInflight, Attempts: 1})
+		acked = append(acked, tether.Mark{Source: tether.DeviceTarget(device), Seq: e.Seq, State: tether.StateAcked, Attempts: 1})
 	}
-	if err := call(func(ctx context.Context) error { _, err := s.Sent(ctx, device, ids); return err }); err != nil {
+	commit := func(marks []tether.Mark) func(ctx context.Context) error {
+		return func(ctx context.Context) error {
+			_, err := s.Commit(ctx, []tether.Change{{Device: device, At: time.Now(), Marks: marks}})
+			return err
+		}
+	}
+	if err := call(commit(sent)); err != nil {
 		return time.Since(start), err
 	}
-	err = call(func(ctx context.Context) error { _, err := s.Ack(ctx, device, ids, time.Now()); return err })
+	err = call(commit(acked))
 	return time.Since(start), err
 }
 

@@ -184,8 +184,10 @@ func TestFleetCrashedNodeGoesOffline(t *testing.T) {
 	}
 	d = a.Dial(t, tok)
 	d.MustNext("welcome")
-	if m := d.MustNext("message"); m.ID != id || m.Attempt != 2 {
-		t.Fatalf("after moving to node A: %+v, want %s attempt 2", m, id)
+	// Node B crashed before it committed the send (first sends are
+	// committed lazily), so the attempt count may start again.
+	if m := d.MustNext("message"); m.ID != id {
+		t.Fatalf("after moving to node A: %+v, want %s again", m, id)
 	}
 }
 

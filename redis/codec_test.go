@@ -1,77 +1,46 @@
 package redis
 
 import (
-	"bytes"
-	"encoding/json"
 	"math"
-	"slices"
-	"strconv"
+	"reflect"
 	"testing"
 	"time"
 
 	"github.com/tetherpush/tether"
 )
 
-func TestMessageRecord(t *testing.T) {
-	for _, m := range []*tether.Message{
-		{ID: "01JT1", Target: tether.DeviceTarget("pos-1"), Data: json.RawMessage(`{"a":"café ☕"}`), ClientID: "order-42",
-			PublishedAt: time.Date(2026, 11, 24, 10, 0, 0, 123_456_789, time.UTC), ExpiresAt: time.Date(2026, 11, 25, 10, 0, 0, 7, time.UTC)},
-		{ID: "x", Target: tether.GroupTarget("shop:1.a_b-c"), Data: json.RawMessage(`null`),
-			PublishedAt: time.Unix(0, -5).UTC(), ExpiresAt: time.Unix(0, math.MaxInt64).UTC()},
-	} {
-		got, err := decodeMessage(m.ID, encodeMessage(m))
-		if err != nil {
-			t.Fatalf("decode(encode(%s)): %v", m.ID, err)
+func TestSpans(t *testing.T) {
+	for _, spans := range [][]tether.Span{nil, {{From: 0}}, {{From: 3, To: 9}, {From: 12, To: 0}}, {{From: 1 << 50, To: 1<<50 + 1}}} {
+		got, err := decodeSpans(encodeSpans(spans))
+		if err != nil || !reflect.DeepEqual(got, spans) {
+			t.Errorf("decodeSpans(encodeSpans(%v)) = %v, %v", spans, got, err)
 		}
-		if got.ID != m.ID || got.Target != m.Target || got.ClientID != m.ClientID || !bytes.Equal(got.Data, m.Data) ||
-			!got.PublishedAt.Equal(m.PublishedAt) || !got.ExpiresAt.Equal(m.ExpiresAt) {
-			t.Errorf("decode(encode(%+v)) = %+v", m, got)
+	}
+	for _, bad := range []string{"1", "1:x", ":", "1:2,", "-1:2"} {
+		if _, err := decodeSpans(bad); err == nil {
+			t.Errorf("decodeSpans(%q) succeeded", bad)
 		}
 	}
 }
 
-func TestMeta(t *testing.T) {
-	for _, m := range []meta{
-		{target: tether.GroupTarget("g"), clientID: "k", recipients: []string{"a", "b"}},
-		{target: tether.DeviceTarget("d"), recipients: []string{"d"}},
-		{target: tether.GroupTarget("empty"), recipients: []string{}},
-	} {
-		got, err := decodeMeta(m.encode())
-		if err != nil {
-			t.Fatalf("decodeMeta(%q): %v", m.encode(), err)
-		}
-		if got.target != m.target || got.clientID != m.clientID || !slices.Equal(got.recipients, m.recipients) {
-			t.Errorf("decodeMeta(encode(%+v)) = %+v", m, got)
-		}
-		if metaTarget(m.encode()) != m.target.String() {
-			t.Errorf("metaTarget(%q) = %q", m.encode(), metaTarget(m.encode()))
-		}
+func TestHistMember(t *testing.T) {
+	at := time.Date(2026, 11, 24, 10, 0, 0, 123_456_789, time.UTC)
+	r := tether.Range{From: 7, To: 42, State: tether.StateAcked, Attempts: 2, Since: at, At: at.Add(time.Millisecond)}
+	got, err := decodeHist(histMember(r))
+	if err != nil || !reflect.DeepEqual(got, r) {
+		t.Errorf("decodeHist(histMember(%+v)) = %+v, %v", r, got, err)
 	}
 }
 
-func TestDeliveryValue(t *testing.T) {
-	exp := time.Date(2026, 11, 24, 10, 0, 0, 123_456_789, time.UTC).UnixNano()
-	d, err := decodeDelivery("pos-1", newDelivery(exp))
-	if err != nil || d.State != tether.StatePending || d.Attempts != 0 || !d.AckedAt.IsZero() || d.Device != "pos-1" {
-		t.Errorf("decodeDelivery(newDelivery) = %+v, %v", d, err)
+func TestIDs(t *testing.T) {
+	seq, n, err := parseIDs("12|100")
+	if err != nil || seq != 12 || n != 100 {
+		t.Errorf("parseIDs = %d, %d, %v", seq, n, err)
 	}
-	acked := time.Date(2026, 11, 24, 10, 0, 5, 0, time.UTC)
-	d, err = decodeDelivery("pos-1", "a|3|1|2|"+strconv.FormatInt(acked.UnixNano(), 10))
-	if err != nil || d.State != tether.StateAcked || d.Attempts != 3 || !d.AckedAt.Equal(acked) {
-		t.Errorf("decodeDelivery(acked) = %+v, %v", d, err)
-	}
-	for _, bad := range []string{"", "p|0", "x|0|1|2|", "p|-|1|2|", "p|0|1|2|zz", "pp|0|1|2|"} {
-		if _, err := decodeDelivery("d", bad); err == nil {
-			t.Errorf("decodeDelivery(%q) succeeded", bad)
+	for _, bad := range []string{"", "12", "x|1", "1|x"} {
+		if _, _, err := parseIDs(bad); err == nil {
+			t.Errorf("parseIDs(%q) succeeded", bad)
 		}
-	}
-}
-
-func TestIdem(t *testing.T) {
-	e := idem{expiresAt: -42, recipients: 7, id: "01JT|with|bars"}
-	got, err := decodeIdem(e.encode())
-	if err != nil || got != e {
-		t.Errorf("decodeIdem(encode(%+v)) = %+v, %v", e, got, err)
 	}
 }
 
@@ -94,37 +63,20 @@ func TestTimeKey(t *testing.T) {
 	}
 }
 
-func FuzzDecodeMessage(f *testing.F) {
-	f.Add(encodeMessage(&tether.Message{ID: "1", Target: tether.GroupTarget("g"), Data: []byte(`{}`), ClientID: "c",
-		PublishedAt: time.Unix(1, 0), ExpiresAt: time.Unix(2, 0)}))
-	f.Add("")
-	f.Add("\x01\x02")
-	f.Fuzz(func(t *testing.T, rec string) {
-		m, err := decodeMessage("id", rec)
-		if err != nil {
-			return
-		}
-		again, err := decodeMessage("id", encodeMessage(m))
-		if err != nil || again.Target != m.Target || again.ClientID != m.ClientID || !bytes.Equal(again.Data, m.Data) ||
-			!again.PublishedAt.Equal(m.PublishedAt) || !again.ExpiresAt.Equal(m.ExpiresAt) {
-			t.Errorf("record %q decodes to %+v, which does not survive encode and decode: %+v, %v", rec, m, again, err)
-		}
-	})
-}
-
+// FuzzDecodeValues: the decoders of what Lua and Go exchange return
+// errors, never panic, and what decodes encodes back to itself.
 func FuzzDecodeValues(f *testing.F) {
-	f.Add("group:g\nk\na\nb")
-	f.Add("p|0|1|2|")
-	f.Add(idem{expiresAt: 5, recipients: 1, id: "x"}.encode())
+	f.Add("3:9,12:0")
+	f.Add("12|100")
+	f.Add(histMember(tether.Range{From: 1, To: 2, State: tether.StateAcked}))
 	f.Fuzz(func(t *testing.T, s string) {
-		if m, err := decodeMeta(s); err == nil && m.encode() != s {
-			t.Errorf("meta %q decodes to %+v, which encodes to %q", s, m, m.encode())
-		}
-		decodeDelivery("d", s)
-		if e, err := decodeIdem(s); err == nil {
-			if _, err := decodeIdem(e.encode()); err != nil {
-				t.Errorf("idem %q decodes to %+v, which does not decode again: %v", s, e, err)
+		if spans, err := decodeSpans(s); err == nil {
+			if again, err := decodeSpans(encodeSpans(spans)); err != nil || !reflect.DeepEqual(again, spans) {
+				t.Errorf("spans %q decode to %v, which do not survive encode and decode", s, spans)
 			}
 		}
+		_, _, _ = parseIDs(s)
+		_, _ = decodeHist(s)
+		_ = metaTarget(s) + metaClientID(s)
 	})
 }

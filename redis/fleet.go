@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -18,10 +19,22 @@ import (
 // Keys: the presence of a device lives on its shard, P:{d:D}:presence, a
 // hash {node, session, connected, seen}; it is written when a session
 // opens or closes. A node's liveness is P:{n:N}:alive, refreshed every
-// heartbeat with a time to live. Events for node N go to the sharded
-// channel P:{n:N}:events (SPUBLISH/SSUBSCRIBE, so that on a cluster only
-// the shard of the node's slot carries them).
-type Fleet struct{ s *Store }
+// heartbeat with a time to live, and P:{n:all}:nodes, a zset of the nodes
+// scored by when their liveness ends, lists them. Events for node N go to
+// the sharded channel P:{n:N}:events (SPUBLISH/SSUBSCRIBE, so that on a
+// cluster only the shard of the node's slot carries them); an event for
+// every node goes to each live node's channel.
+type Fleet struct {
+	s *Store
+
+	mu      sync.Mutex // guards following
+	nodes   []string   // live nodes, as last read
+	nodesAt time.Time  // when
+}
+
+// nodesTTL is how long Send uses the list of live nodes before it reads it
+// again.
+const nodesTTL = time.Second
 
 var _ tether.Fleet = (*Fleet)(nil)
 
@@ -38,18 +51,61 @@ var (
 // Fleet returns the fleet side of the store.
 func (s *Store) Fleet() *Fleet { return &Fleet{s: s} }
 
+func (k keys) nodes() string { return k.prefix + ":{n:all}:nodes" }
+
 func (k keys) presence(device string) string { return k.prefix + ":{d:" + device + "}:presence" }
 func (k keys) alive(node string) string      { return k.prefix + ":{n:" + node + "}:alive" }
 func (k keys) events(node string) string     { return k.prefix + ":{n:" + node + "}:events" }
 
-// Alive refreshes node's liveness key for ttl. One command.
+// Alive refreshes node's liveness key for ttl and its entry in the list
+// of nodes: one pipeline.
 func (f *Fleet) Alive(ctx context.Context, node string, ttl time.Duration) error {
 	s := f.s
 	if err := s.check(ctx, "alive"); err != nil {
 		return err
 	}
-	cmd := s.c.B().Set().Key(s.k.alive(node)).Value("1").Px(ttl).Build()
-	return s.wrap(ctx, "alive", s.c.Do(ctx, cmd).Error())
+	now := time.Now()
+	until, expired := float64(now.Add(ttl).UnixMilli()), strconv.FormatInt(now.UnixMilli(), 10)
+	_, err := s.roundTrip(ctx, "alive", []call{
+		plainCall(func(b rueidis.Builder) rueidis.Completed {
+			return b.Set().Key(s.k.alive(node)).Value("1").Px(ttl).Build()
+		}),
+		plainCall(func(b rueidis.Builder) rueidis.Completed {
+			return b.Zadd().Key(s.k.nodes()).ScoreMember().ScoreMember(until, node).Build()
+		}),
+		plainCall(func(b rueidis.Builder) rueidis.Completed {
+			return b.Zremrangebyscore().Key(s.k.nodes()).Min("-inf").Max("(" + expired).Build()
+		}),
+	})
+	return err
+}
+
+// liveNodes returns the nodes whose liveness has not ended, read at most
+// once per nodesTTL.
+func (f *Fleet) liveNodes(ctx context.Context) ([]string, error) {
+	f.mu.Lock()
+	if time.Since(f.nodesAt) < nodesTTL {
+		nodes := f.nodes
+		f.mu.Unlock()
+		return nodes, nil
+	}
+	f.mu.Unlock()
+	s := f.s
+	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	res, err := s.roundTrip(ctx, "send", []call{plainCall(func(b rueidis.Builder) rueidis.Completed {
+		return b.Zrangebyscore().Key(s.k.nodes()).Min(now).Max("+inf").Build()
+	})})
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := res[0].AsStrSlice()
+	if err != nil {
+		return nil, s.wrap(ctx, "send", err)
+	}
+	f.mu.Lock()
+	f.nodes, f.nodesAt = nodes, time.Now()
+	f.mu.Unlock()
+	return nodes, nil
 }
 
 // Connected records sessions and returns the entries they replaced. One
@@ -163,11 +219,13 @@ func (f *Fleet) aliveNodes(ctx context.Context, nodes []string) (map[string]bool
 type wireEvent struct {
 	Kind    tether.EventKind `json:"k"`
 	Device  string           `json:"d,omitempty"`
+	Group   string           `json:"g,omitempty"`
+	Seq     uint64           `json:"q,omitempty"`
 	Session string           `json:"s,omitempty"`
 }
 
-// Send publishes events on their nodes' channels, one message per node, in
-// one pipeline.
+// Send publishes events on their nodes' channels (an event for every node
+// on each live node's), one message per node, in one pipeline.
 func (f *Fleet) Send(ctx context.Context, events []tether.Event) error {
 	s := f.s
 	if err := s.check(ctx, "send"); err != nil {
@@ -175,11 +233,24 @@ func (f *Fleet) Send(ctx context.Context, events []tether.Event) error {
 	}
 	byNode := map[string][]wireEvent{}
 	var order []string
-	for _, e := range events {
-		if byNode[e.Node] == nil {
-			order = append(order, e.Node)
+	add := func(node string, e tether.Event) {
+		if byNode[node] == nil {
+			order = append(order, node)
 		}
-		byNode[e.Node] = append(byNode[e.Node], wireEvent{Kind: e.Kind, Device: e.Device, Session: e.Session})
+		byNode[node] = append(byNode[node], wireEvent{Kind: e.Kind, Device: e.Device, Group: e.Group, Seq: e.Seq, Session: e.Session})
+	}
+	for _, e := range events {
+		if e.Node != "" {
+			add(e.Node, e)
+			continue
+		}
+		nodes, err := f.liveNodes(ctx)
+		if err != nil {
+			return err
+		}
+		for _, n := range nodes {
+			add(n, e)
+		}
 	}
 	calls := make([]call, 0, len(order))
 	for _, n := range order {
@@ -215,7 +286,7 @@ func (f *Fleet) Listen(ctx context.Context, node string, ready func(), fn func(t
 			return
 		}
 		for _, e := range evs {
-			fn(tether.Event{Node: node, Kind: e.Kind, Device: e.Device, Session: e.Session})
+			fn(tether.Event{Node: node, Kind: e.Kind, Device: e.Device, Group: e.Group, Seq: e.Seq, Session: e.Session})
 		}
 	})
 	if err == nil {

@@ -50,7 +50,7 @@ func newMessage(id string, target tether.Target) *tether.Message {
 }
 
 // TestManyCallersFewConnections: 500 callers, each publishing to its
-// device or its shop and then, with what Pending answered in hand, sending
+// device or its shop and then, with what its logs hold in hand, sending
 // and acking, all on a handful of connections and under a short deadline.
 // No call returns later than its deadline plus margin, work gets done, the
 // connections stay few and the goroutines go back to what they were.
@@ -113,8 +113,9 @@ func TestManyCallersFewConnections(t *testing.T) {
 }
 
 // cycle is one caller's round: publish to the device (to its shop one
-// time in ten), then Pending, and with those deliveries in hand Sent and
-// Ack, each call with its own deadline.
+// time in ten), then its cursors and its logs after them, and with those
+// entries in hand a commit of their sends and a commit of their acks, each
+// call with its own deadline.
 func cycle(t *testing.T, s *redis.Store, device string, c int, next *atomic.Int64, d time.Duration) error {
 	n := next.Add(1)
 	target := tether.DeviceTarget(device)
@@ -128,27 +129,42 @@ func cycle(t *testing.T, s *redis.Store, device string, c int, next *atomic.Int6
 	}); err != nil {
 		return err
 	}
-	var ds []tether.Delivery
-	if err := timedCall(t, "Pending", d, func(ctx context.Context) (err error) {
-		ds, err = s.Pending(ctx, device, "", 10, time.Now())
+	var cs [][]tether.Cursor
+	if err := timedCall(t, "Cursors", d, func(ctx context.Context) (err error) {
+		cs, err = s.Cursors(ctx, []string{device})
 		return err
 	}); err != nil {
 		return err
 	}
-	ids := make([]string, len(ds))
-	for i, dl := range ds {
-		ids[i] = dl.Message.ID
+	reqs := make([]tether.ReadRequest, len(cs[0]))
+	for i, c := range cs[0] {
+		reqs[i] = tether.ReadRequest{Source: c.Source, After: c.Floor, Limit: 10}
 	}
-	if err := timedCall(t, "Sent", d, func(ctx context.Context) error {
-		_, err := s.Sent(ctx, device, ids)
+	var es [][]tether.Entry
+	if err := timedCall(t, "Read", d, func(ctx context.Context) (err error) {
+		es, err = s.Read(ctx, reqs)
 		return err
 	}); err != nil {
 		return err
 	}
-	return timedCall(t, "Ack", d, func(ctx context.Context) error {
-		_, err := s.Ack(ctx, device, ids, time.Now())
-		return err
-	})
+	var sent, acked []tether.Mark
+	for i, c := range cs[0] {
+		for _, e := range es[i] {
+			if c.Addressed(e.Seq) && !c.IsSettled(e.Seq) {
+				sent = append(sent, tether.Mark{Source: c.Source, Seq: e.Seq, State: tether.StateInflight, Attempts: 1})
+				acked = append(acked, tether.Mark{Source: c.Source, Seq: e.Seq, State: tether.StateAcked, Attempts: 1})
+			}
+		}
+	}
+	for _, marks := range [][]tether.Mark{sent, acked} {
+		if err := timedCall(t, "Commit", d, func(ctx context.Context) error {
+			_, err := s.Commit(ctx, []tether.Change{{Device: device, At: time.Now(), Marks: marks}})
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // storeCalls returns one call of every method but Close, about device
@@ -162,13 +178,15 @@ func storeCalls(s *redis.Store, id string) map[string]func(context.Context) erro
 		},
 		"Join":    func(ctx context.Context) error { return s.Join(ctx, "pos-1", []string{"shop-1"}) },
 		"Leave":   func(ctx context.Context) error { return s.Leave(ctx, "shop-2", "pos-1") },
-		"Pending": func(ctx context.Context) error { _, err := s.Pending(ctx, "pos-1", "", 10, time.Now()); return err },
-		"Sent":    func(ctx context.Context) error { _, err := s.Sent(ctx, "pos-1", []string{id}); return err },
-		"Ack": func(ctx context.Context) error {
-			_, err := s.Ack(ctx, "pos-1", []string{"01JT-none"}, time.Now())
+		"Cursors": func(ctx context.Context) error { _, err := s.Cursors(ctx, []string{"pos-1"}); return err },
+		"Read": func(ctx context.Context) error {
+			_, err := s.Read(ctx, []tether.ReadRequest{{Source: tether.GroupTarget("shop-1"), Limit: 10}})
 			return err
 		},
-		"Kill": func(ctx context.Context) error { _, err := s.Kill(ctx, "pos-1", []string{"01JT-none"}); return err },
+		"Commit": func(ctx context.Context) error {
+			_, err := s.Commit(ctx, []tether.Change{{Device: "pos-1", At: time.Now(), AckIDs: []string{"01JT-none", id}}})
+			return err
+		},
 		"Expire": func(ctx context.Context) error {
 			_, _, err := s.Expire(ctx, time.Now(), time.Now().Add(-time.Hour), 100)
 			return err
@@ -244,7 +262,7 @@ func TestServerHangsLongerThanConnTimeout(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				timedCall(t, "Pending", 100*time.Millisecond, storeCalls(s, id)["Pending"])
+				timedCall(t, "Read", 100*time.Millisecond, storeCalls(s, id)["Read"])
 			}()
 		}
 		wg.Wait()
@@ -268,17 +286,17 @@ func TestRedialBoundedByDialTimeout(t *testing.T) {
 	srv := redistest.Start(t)
 	s := MustOpen(t, redis.Options{URL: srv.URL(), Prefix: newPrefix(), ConnTimeout: 300 * time.Millisecond, DialTimeout: dialTimeout})
 	id := mustSetUp(t, s)
-	pending := storeCalls(s, id)["Pending"]
+	pending := storeCalls(s, id)["Read"]
 	srv.Pause()
 	defer srv.Resume()
-	timedCall(t, "Pending", 100*time.Millisecond, pending)
+	timedCall(t, "Read", 100*time.Millisecond, pending)
 	time.Sleep(time.Second) // the connection goes ConnTimeout without a reply and is closed
 
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		timedCall(t, "Pending (long deadline)", 1500*time.Millisecond, pending)
+		timedCall(t, "Read (long deadline)", 1500*time.Millisecond, pending)
 	}()
 	time.Sleep(20 * time.Millisecond) // the long one is dialling
 	for i := 0; i < 50; i++ {
@@ -343,9 +361,9 @@ func TestCloseWhileServerHangs(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			start := time.Now()
-			_, err := s.Pending(ctx, "pos-1", "", 10, time.Now())
+			_, err := s.Read(ctx, []tether.ReadRequest{{Source: tether.DeviceTarget("pos-1"), Limit: 10}})
 			if !errors.Is(err, tether.ErrClosed) || time.Since(start) > 100*time.Millisecond+time.Second+margin {
-				t.Errorf("Pending interrupted by Close: %v after %v, want ErrClosed within 1 s of Close", err, time.Since(start))
+				t.Errorf("Read interrupted by Close: %v after %v, want ErrClosed within 1 s of Close", err, time.Since(start))
 			}
 		}()
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"hash/fnv"
 	"strconv"
+
+	"github.com/tetherpush/tether"
 )
 
 // Key layout (docs/notes/redis.md explains the reasons). P is
@@ -13,69 +15,80 @@ import (
 // one tag runs on one shard. Device and group ids never contain braces
 // (tether.ValidID).
 //
-// Per device, tag {d:<device>}:
+// Per log, tag {d:<device>} for a device's own log, {g:<group>} for a
+// group's:
 //
-//	P:{d:D}:open    zset, all scores 0   message ids of the open (pending or inflight) deliveries, in id order
-//	P:{d:D}:dlv     hash  msgID → delivery "state|attempts|expMs|expSub|ackedAt"
-//	P:{d:D}:msg     hash  msgID → copy of the message record, while the delivery is open
-//	P:{d:D}:groups  set   groups of the device
-//	P:{d:D}:joined  string "1" once the device joined
-//	P:{d:D}:idem    hash  clientID → idempotency entry of a device-target message
+//	P:{t}:seq      string the newest position of the log (INCR)
+//	P:{t}:log      zset   score position, member the message record (ledger.EncodeMessage, unique by its id)
+//	P:{t}:ids      hash   msgID → "seq|recipients"
+//	P:{t}:idem     hash   clientID → "expMs|expSub|recipients|seq|id"
+//	P:{t}:trim     string the position below which history and spans were last trimmed
 //
-// Per group, tag {g:<group>}:
+// Per device, tag {d:D}, besides its log:
 //
-//	P:{g:G}:members set   devices of the group
-//	P:{g:G}:idem    hash  clientID → idempotency entry of a group-target message
+//	P:{d:D}:c           string the device's cursors (ledger.EncodeCursors)
+//	P:{d:D}:h:<source>  zset   score Range.To, member To(8) + ledger.EncodeRange: the history
+//	P:{d:D}:presence    hash   presence (fleet.go)
 //
-// Per expiry bucket, tag {x:<n>}, n = fnv32a(msgID) mod expiryBuckets:
+// Per group, tag {g:G}, besides its log:
 //
-//	P:{x:n}:due     zset, all scores 0   timeKey(expiresAt)+msgID of messages not yet expired by Expire
-//	P:{x:n}:gc      zset, all scores 0   timeKey(expiresAt)+msgID of expired messages waiting to be purged
-//	P:{x:n}:meta    hash  msgID → "target\nclientID\ndevice\ndevice…" (recipients sorted)
-//	P:{x:n}:m:<id>  string the message record
+//	P:{g:G}:mem      hash device → "from:to,from:to" its spans (every membership until trimmed)
+//	P:{g:G}:members  set  the current members
 //
-//	P:layout        string layout version
+// Per expiry bucket, tag {x:n}, n = fnv32a(msgID) mod expiryBuckets:
 //
-// States in a delivery: p pending, i inflight, a acked, e expired, d dead.
-// expMs and expSub are the message's expiry in whole milliseconds (floor)
-// and the nanoseconds past them, so that Lua, whose numbers are doubles,
-// compares times exactly; ackedAt is Unix nanoseconds in decimal, or empty.
+//	P:{x:n}:due   zset, all scores 0   timeKey(expiresAt)+msgID of messages not yet expired by Expire
+//	P:{x:n}:gc    zset, all scores 0   timeKey(expiresAt)+msgID of expired messages waiting to be purged
+//	P:{x:n}:meta  hash  msgID → target ("device:D" or "group:G")
+//
+//	P:layout      string layout version
 
 // expiryBuckets is the number of expiry buckets: enough to spread the
-// message records over the shards of a cluster, few enough for Expire to
+// expiry index over the shards of a cluster, few enough for Expire to
 // look at all of them in one pipeline. Part of the layout.
 const expiryBuckets = 16
 
-// layoutVersion is stored under P:layout; Open refuses another.
-const layoutVersion = "1"
+// layoutVersion is stored under P:layout; Open refuses another. Version 1
+// (one record per delivery) was the first release's.
+const layoutVersion = "2"
 
 // keys builds the keys of one store's prefix.
 type keys struct{ prefix string }
 
 func (k keys) layout() string { return k.prefix + ":layout" }
 
-// device holds the keys of one device.
-type device struct{ open, dlv, msg, groups, joined, idem string }
-
-func (k keys) device(id string) device {
-	t := k.prefix + ":{d:" + id + "}:"
-	return device{open: t + "open", dlv: t + "dlv", msg: t + "msg", groups: t + "groups", joined: t + "joined", idem: t + "idem"}
+// tag returns the key prefix of the hash tag of a log.
+func (k keys) tag(t tether.Target) string {
+	if t.Kind == tether.KindGroup {
+		return k.prefix + ":{g:" + t.ID + "}:"
+	}
+	return k.prefix + ":{d:" + t.ID + "}:"
 }
 
-func (k keys) members(group string) string { return k.prefix + ":{g:" + group + "}:members" }
+// logKeys holds the keys of one log.
+type logKeys struct{ seq, log, ids, idem, trim, mem, members string }
 
-func (k keys) groupIdem(group string) string { return k.prefix + ":{g:" + group + "}:idem" }
+func (k keys) log(t tether.Target) logKeys {
+	p := k.tag(t)
+	return logKeys{seq: p + "seq", log: p + "log", ids: p + "ids", idem: p + "idem", trim: p + "trim",
+		mem: p + "mem", members: p + "members"}
+}
+
+// cursors returns the key of device's cursors.
+func (k keys) cursors(device string) string { return k.tag(tether.DeviceTarget(device)) + "c" }
+
+// hist returns the key of device's history in the log of source.
+func (k keys) hist(device string, source tether.Target) string {
+	return k.tag(tether.DeviceTarget(device)) + "h:" + source.String()
+}
 
 // bucket holds the keys of one expiry bucket.
-type bucket struct{ tag, due, gc, meta string }
+type bucket struct{ due, gc, meta string }
 
 func (k keys) bucket(n int) bucket {
 	t := k.prefix + ":{x:" + strconv.Itoa(n) + "}:"
-	return bucket{tag: t, due: t + "due", gc: t + "gc", meta: t + "meta"}
+	return bucket{due: t + "due", gc: t + "gc", meta: t + "meta"}
 }
-
-// record returns the key of message id's record in bucket b.
-func (b bucket) record(id string) string { return b.tag + "m:" + id }
 
 // bucketOf returns the expiry bucket of message id.
 func bucketOf(id string) int {

@@ -9,32 +9,24 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/tetherpush/tether"
+	"github.com/tetherpush/tether/internal/ledger"
 )
 
-// Publish stores msgs and one pending delivery per addressed device, and
-// returns once every write has been acknowledged by Redis. See
-// tether.Store.
+// Publish appends msgs to their targets' logs and returns once Redis has
+// applied every write. Two round trips whatever the batch, each one
+// pipeline, in an order that keeps at-least-once (docs/notes/redis.md):
 //
-// On a cluster the devices of a group live on many shards, so Publish
-// cannot be one script. It is up to four round trips, each one pipeline,
-// in an order that keeps at-least-once (docs/notes/redis.md):
+//  1. one intent script per expiry bucket records each message's target
+//     and expiry, so that Expire will find whatever step 2 writes; an id
+//     already recorded for another target is an EInvalid error;
+//  2. one append script per log appends its messages: position, record,
+//     id and client id entries, one log entry per message whatever the
+//     size of a target group, duplicates answered from the log's ids and
+//     idem hashes.
 //
-//  1. read the members of target groups and the idempotency entries of
-//     client ids (only when a message has a group target or a client id);
-//  2. record each new message in its expiry bucket: meta (target, client
-//     id, recipients), expiry index entry and record, in one script per
-//     bucket — from then on Expire can find every delivery written later;
-//  3. write the deliveries, one script per device with the message
-//     copied, so that Pending reads them from the device's shard alone;
-//  4. only then write the idempotency entries (messages with a client id).
-//
-// An error may leave a prefix of this done: never an idempotency entry
-// whose deliveries are missing, so a retry with the same client id is
-// stored again rather than answered as a duplicate of a partial message.
-// A message id already recorded for the same target (a retried call) is
-// completed and answered as a duplicate of itself; for another target it
-// is an EInvalid error. Malformed messages are EInvalid, before anything
-// is sent.
+// An error may leave step 1 done without step 2: an intent without its log
+// entry, which nobody reads and Expire drops. Malformed messages are
+// EInvalid, before anything is sent. See tether.Store.
 func (s *Store) Publish(ctx context.Context, msgs []*tether.Message) ([]tether.PublishResult, error) {
 	for _, m := range msgs {
 		if err := tether.CheckStorable(m); err != nil {
@@ -44,285 +36,318 @@ func (s *Store) Publish(ctx context.Context, msgs []*tether.Message) ([]tether.P
 	if err := s.check(ctx, "publish"); err != nil {
 		return nil, err
 	}
-	p := &publish{s: s, msgs: msgs, results: make([]tether.PublishResult, len(msgs)), rcpt: make([][]string, len(msgs))}
-	steps := []func(context.Context) error{p.read, p.intend, p.deliver, p.commit}
-	for _, step := range steps {
-		if err := step(ctx); err != nil {
-			return nil, err
-		}
+	if len(msgs) == 0 {
+		return []tether.PublishResult{}, nil
 	}
-	return p.results, nil
+	if err := s.intend(ctx, msgs); err != nil {
+		return nil, err
+	}
+	return s.appendLogs(ctx, msgs)
 }
 
-// publish is one Publish call in progress.
-type publish struct {
-	s       *Store
-	msgs    []*tether.Message
-	results []tether.PublishResult
-	rcpt    [][]string // recipients of each message written
-	write   []int      // indexes of the messages to write
-	recs    map[int]string
-
-	members map[string][]string // group → members, sorted (step 1)
-	idems   map[idemKey]string  // target and client id → stored entry or "" (step 1)
-}
-
-type idemKey struct {
-	target   tether.Target
-	clientID string
-}
-
-// idemHash returns the key of the hash holding target's idempotency
-// entries, under target's hash tag.
-func (k keys) idemHash(t tether.Target) string {
-	if t.Kind == tether.KindGroup {
-		return k.groupIdem(t.ID)
-	}
-	return k.device(t.ID).idem
-}
-
-// read is step 1: members and idempotency entries, one pipeline; then it
-// decides which messages are duplicates.
-func (p *publish) read(ctx context.Context) error {
-	p.members, p.idems = map[string][]string{}, map[idemKey]string{}
-	var calls []call
-	var apply []func(rueidis.RedisResult)
-	for _, m := range p.msgs {
-		if g := m.Target.ID; m.Target.Kind == tether.KindGroup && p.members[g] == nil {
-			p.members[g] = []string{}
-			key := p.s.k.members(g)
-			calls = append(calls, plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Smembers().Key(key).Build() }))
-			apply = append(apply, func(r rueidis.RedisResult) {
-				ms, _ := r.AsStrSlice()
-				slices.Sort(ms)
-				p.members[g] = append(p.members[g], ms...)
-			})
-		}
-		ik := idemKey{m.Target, m.ClientID}
-		if _, seen := p.idems[ik]; m.ClientID != "" && !seen {
-			p.idems[ik] = ""
-			key, field := p.s.k.idemHash(m.Target), m.ClientID
-			calls = append(calls, plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Hget().Key(key).Field(field).Build() }))
-			apply = append(apply, func(r rueidis.RedisResult) { p.idems[ik], _ = r.ToString() })
-		}
-	}
-	res, err := p.s.roundTrip(ctx, "publish", calls)
-	if err != nil {
-		return err
-	}
-	for i, r := range res {
-		apply[i](r)
-	}
-	return p.decide()
-}
-
-// decide answers the duplicates, in call order (a client id accepted
-// earlier in the call counts), and lists the messages to write with their
-// recipients.
-func (p *publish) decide() error {
-	accepted := map[idemKey]idem{}
-	for i, m := range p.msgs {
-		ik := idemKey{m.Target, m.ClientID}
-		if m.ClientID != "" {
-			e, ok := accepted[ik]
-			if !ok && p.idems[ik] != "" {
-				var err error
-				if e, err = decodeIdem(p.idems[ik]); err != nil {
-					return fmt.Errorf("redis publish: %w", err)
-				}
-				ok = true
-			}
-			if ok && e.expiresAt > m.PublishedAt.UnixNano() {
-				p.results[i] = tether.PublishResult{ID: e.id, Recipients: e.recipients, Duplicate: true}
-				continue
-			}
-		}
-		rcpt := []string{m.Target.ID}
-		if m.Target.Kind == tether.KindGroup {
-			rcpt = p.members[m.Target.ID]
-		}
-		p.rcpt[i] = rcpt
-		p.results[i] = tether.PublishResult{ID: m.ID, Recipients: len(rcpt), Devices: rcpt}
-		p.write = append(p.write, i)
-		if m.ClientID != "" {
-			accepted[ik] = idem{expiresAt: m.ExpiresAt.UnixNano(), recipients: len(rcpt), id: m.ID}
-		}
-	}
-	return nil
-}
-
-// intend is step 2: one intent script per expiry bucket records meta,
-// expiry index entry and record of each message to write. A message whose
-// id is already recorded is a retry (same target: its stored recipients
-// are completed below) or a conflict (EInvalid).
-func (p *publish) intend(ctx context.Context) error {
-	if len(p.write) == 0 {
-		return nil
-	}
-	p.recs = make(map[int]string, len(p.write))
+// intend is Publish's first round trip.
+func (s *Store) intend(ctx context.Context, msgs []*tether.Message) error {
 	byBucket := map[int][]int{}
-	for _, i := range p.write {
-		n := bucketOf(p.msgs[i].ID)
-		byBucket[n] = append(byBucket[n], i)
-		p.recs[i] = encodeMessage(p.msgs[i])
-	}
-	var calls []call
-	var order [][]int
-	for n, idx := range byBucket {
-		b := p.s.k.bucket(n)
-		ks := []string{b.due, b.meta}
-		var args, recs []string
-		for _, i := range idx {
-			m := p.msgs[i]
-			ks = append(ks, b.record(m.ID))
-			mt := meta{target: m.Target, clientID: m.ClientID, recipients: p.rcpt[i]}
-			args = append(args, m.ID, timeKey(m.ExpiresAt.UnixNano())+m.ID, mt.encode())
-			recs = append(recs, p.recs[i])
+	var order []int
+	for i, m := range msgs {
+		n := bucketOf(m.ID)
+		if byBucket[n] == nil {
+			order = append(order, n)
 		}
-		calls = append(calls, scriptCall(scriptIntent, ks, append(args, recs...)...))
-		order = append(order, idx)
+		byBucket[n] = append(byBucket[n], i)
 	}
-	res, err := p.s.roundTrip(ctx, "publish", calls)
+	calls := make([]call, len(order))
+	for c, n := range order {
+		b := s.k.bucket(n)
+		var args []string
+		for _, i := range byBucket[n] {
+			m := msgs[i]
+			args = append(args, m.ID, timeKey(m.ExpiresAt.UnixNano())+m.ID, m.Target.String()+"\n"+m.ClientID)
+		}
+		calls[c] = scriptCall(scriptIntent, []string{b.due, b.meta}, args...)
+	}
+	res, err := s.roundTrip(ctx, "publish", calls)
 	if err != nil {
 		return err
 	}
 	for c, r := range res {
 		olds, err := r.AsStrSlice()
-		if err != nil || len(olds) != len(order[c]) {
-			return fmt.Errorf("redis publish: intent answered %d values for %d messages: %v", len(olds), len(order[c]), err)
+		idx := byBucket[order[c]]
+		if err != nil || len(olds) != len(idx) {
+			return fmt.Errorf("redis publish: intent answered %d values for %d messages: %v", len(olds), len(idx), err)
 		}
 		for j, old := range olds {
-			if old != "" {
-				if err := p.retried(order[c][j], old); err != nil {
-					return err
-				}
+			if m := msgs[idx[j]]; old != "" && metaTarget(old) != m.Target.String() {
+				return tether.Errorf(tether.EInvalid, "message %s: id already used for target %s", m.ID, clip(metaTarget(old)))
 			}
 		}
 	}
 	return nil
 }
 
-// retried handles message i whose id was already recorded with meta old.
-func (p *publish) retried(i int, old string) error {
-	m := p.msgs[i]
-	if t := metaTarget(old); t != m.Target.String() {
-		return tether.Errorf(tether.EInvalid, "message %s: id already used for target %s", m.ID, clip(t))
+// appendLogs is Publish's second round trip.
+func (s *Store) appendLogs(ctx context.Context, msgs []*tether.Message) ([]tether.PublishResult, error) {
+	byLog := map[tether.Target][]int{}
+	var order []tether.Target
+	for i, m := range msgs {
+		if byLog[m.Target] == nil {
+			order = append(order, m.Target)
+		}
+		byLog[m.Target] = append(byLog[m.Target], i)
 	}
-	mt, err := decodeMeta(old)
+	calls := make([]call, len(order))
+	for c, t := range order {
+		lk := s.k.log(t)
+		kind := "d"
+		if t.Kind == tether.KindGroup {
+			kind = "g"
+		}
+		args := []string{kind}
+		for _, i := range byLog[t] {
+			m := msgs[i]
+			pms, psub := splitMs(m.PublishedAt.UnixNano())
+			ems, esub := splitMs(m.ExpiresAt.UnixNano())
+			args = append(args, m.ID, m.ClientID, strconv.FormatInt(pms, 10), strconv.FormatInt(psub, 10),
+				strconv.FormatInt(ems, 10)+"|"+strconv.FormatInt(esub, 10), string(ledger.EncodeMessage(m)))
+		}
+		calls[c] = scriptCall(scriptAppend, []string{lk.seq, lk.log, lk.ids, lk.idem, lk.members}, args...)
+	}
+	res, err := s.roundTrip(ctx, "publish", calls)
 	if err != nil {
-		return fmt.Errorf("redis publish: %w", err)
+		return nil, err
 	}
-	p.rcpt[i] = mt.recipients
-	p.results[i] = tether.PublishResult{ID: m.ID, Recipients: len(mt.recipients), Duplicate: true}
-	return nil
-}
-
-// deliver is step 3: one deliver script per recipient device, for all its
-// messages of the call.
-func (p *publish) deliver(ctx context.Context) error {
-	byDevice := map[string][]string{}
-	var devices []string
-	for _, i := range p.write {
-		m := p.msgs[i]
-		ms, sub := splitMs(m.ExpiresAt.UnixNano())
-		for _, d := range p.rcpt[i] {
-			if byDevice[d] == nil {
-				devices = append(devices, d)
+	out := make([]tether.PublishResult, len(msgs))
+	for c, r := range res {
+		flat, err := r.AsStrSlice()
+		idx := byLog[order[c]]
+		if err != nil || len(flat) != 4*len(idx) {
+			return nil, fmt.Errorf("redis publish: append answered %d values for %d messages: %v", len(flat), len(idx), err)
+		}
+		for j, i := range idx {
+			seq, err1 := strconv.ParseUint(flat[4*j+2], 10, 64)
+			n, err2 := strconv.Atoi(flat[4*j+3])
+			if err1 != nil || err2 != nil {
+				return nil, fmt.Errorf("redis publish: append answer: %w", errCorrupt)
 			}
-			byDevice[d] = append(byDevice[d], m.ID, strconv.FormatInt(ms, 10), strconv.FormatInt(sub, 10), p.recs[i])
+			out[i] = tether.PublishResult{ID: flat[4*j+1], Seq: seq, Recipients: n, Duplicate: flat[4*j] == "d"}
 		}
 	}
-	calls := make([]call, 0, len(devices))
-	for _, d := range devices {
-		dk := p.s.k.device(d)
-		calls = append(calls, scriptCall(scriptDeliver, []string{dk.open, dk.dlv, dk.msg}, byDevice[d]...))
-	}
-	_, err := p.s.roundTrip(ctx, "publish", calls)
-	return err
+	return out, nil
 }
 
-// commit is step 4: the idempotency entries of the messages written, one
-// HSET per target.
-func (p *publish) commit(ctx context.Context) error {
-	byHash := map[string][]string{}
-	var hashes []string
-	for _, i := range p.write {
-		m := p.msgs[i]
-		if m.ClientID == "" {
-			continue
+// Read returns, for each request, up to Limit entries of its log after
+// After: one ZRANGEBYSCORE per request, all in one pipeline. EInvalid for
+// a malformed source or a limit below 1. See tether.Store.
+func (s *Store) Read(ctx context.Context, reqs []tether.ReadRequest) ([][]tether.Entry, error) {
+	for _, r := range reqs {
+		if err := checkSource(r.Source); err != nil {
+			return nil, err
 		}
-		h := p.s.k.idemHash(m.Target)
-		if byHash[h] == nil {
-			hashes = append(hashes, h)
+		if r.Limit < 1 {
+			return nil, tether.Errorf(tether.EInvalid, "read limit %d: must be at least 1", r.Limit)
 		}
-		e := idem{expiresAt: m.ExpiresAt.UnixNano(), recipients: len(p.rcpt[i]), id: m.ID}
-		byHash[h] = append(byHash[h], m.ClientID, e.encode())
 	}
-	calls := make([]call, 0, len(hashes))
-	for _, h := range hashes {
-		fv := byHash[h]
-		calls = append(calls, plainCall(func(b rueidis.Builder) rueidis.Completed {
-			c := b.Hset().Key(h).FieldValue()
-			for j := 0; j < len(fv); j += 2 {
-				c = c.FieldValue(fv[j], fv[j+1])
-			}
-			return c.Build()
-		}))
+	if err := s.check(ctx, "read"); err != nil {
+		return nil, err
 	}
-	_, err := p.s.roundTrip(ctx, "publish", calls)
-	return err
+	calls := make([]call, len(reqs))
+	for i, r := range reqs {
+		key, after, limit := s.k.log(r.Source).log, "("+strconv.FormatUint(r.After, 10), int64(r.Limit)
+		calls[i] = plainCall(func(b rueidis.Builder) rueidis.Completed {
+			return b.Zrangebyscore().Key(key).Min(after).Max("+inf").Withscores().Limit(0, limit).Build()
+		})
+	}
+	res, err := s.roundTrip(ctx, "read", calls)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]tether.Entry, len(reqs))
+	for i, r := range res {
+		if out[i], err = entriesOf(r); err != nil {
+			return nil, fmt.Errorf("redis read %s: %w", reqs[i].Source, err)
+		}
+	}
+	return out, nil
 }
 
-// Message returns a message with the state of each of its deliveries,
-// sorted by device. Two round trips: the record and meta from the
-// message's bucket, then the deliveries from the recipients' shards (one
-// pipeline). A delivery missing from its shard (a publish that failed
-// half-way) is left out. ErrNotFound (wrapped) for an unknown or purged
-// id. See tether.Store.
+// entriesOf decodes a ZRANGEBYSCORE … WITHSCORES answer of a log.
+func entriesOf(r rueidis.RedisResult) ([]tether.Entry, error) {
+	zs, err := r.AsZScores()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]tether.Entry, 0, len(zs))
+	for _, z := range zs {
+		m, err := ledger.DecodeMessage([]byte(z.Member))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, tether.Entry{Seq: uint64(z.Score), Message: m})
+	}
+	return out, nil
+}
+
+// checkSource returns an EInvalid error for a malformed log source.
+func checkSource(t tether.Target) error {
+	if t.Kind != tether.KindDevice && t.Kind != tether.KindGroup {
+		return tether.Errorf(tether.EInvalid, "source %q: kind must be device or group", t.String())
+	}
+	return tether.CheckID(string(t.Kind), t.ID)
+}
+
+// Message returns a message with the state of its delivery to each device
+// it is addressed to, sorted by device. Four round trips: the target from
+// the message's bucket; the position and (for a group) the members' spans
+// from its log's shard; the record; then each device's cursors and
+// history from the devices' shards. ErrNotFound (wrapped) for an unknown
+// or purged id. See tether.Store.
 func (s *Store) Message(ctx context.Context, id string) (tether.MessageStatus, error) {
 	if err := s.check(ctx, "message"); err != nil {
 		return tether.MessageStatus{}, err
 	}
-	b := s.k.bucket(bucketOf(id))
-	res, err := s.roundTrip(ctx, "message", []call{
-		plainCall(func(bl rueidis.Builder) rueidis.Completed { return bl.Get().Key(b.record(id)).Build() }),
-		plainCall(func(bl rueidis.Builder) rueidis.Completed { return bl.Hget().Key(b.meta).Field(id).Build() }),
-	})
+	target, seq, m, spans, err := s.locate(ctx, id)
 	if err != nil {
 		return tether.MessageStatus{}, err
 	}
-	rec, err1 := res[0].ToString()
-	mt, err2 := res[1].ToString()
-	if rueidis.IsRedisNil(err1) || rueidis.IsRedisNil(err2) {
-		return tether.MessageStatus{}, fmt.Errorf("redis message %s: %w", id, tether.ErrNotFound)
-	}
-	m, err := decodeMessage(id, rec)
+	devices, err := addressed(target, seq, spans)
 	if err != nil {
-		return tether.MessageStatus{}, fmt.Errorf("redis message: %w", err)
-	}
-	meta, err := decodeMeta(mt)
-	if err != nil {
-		return tether.MessageStatus{}, fmt.Errorf("redis message: %w", err)
-	}
-	calls := make([]call, len(meta.recipients))
-	for i, d := range meta.recipients {
-		key := s.k.device(d).dlv
-		calls[i] = plainCall(func(bl rueidis.Builder) rueidis.Completed { return bl.Hget().Key(key).Field(id).Build() })
-	}
-	if res, err = s.roundTrip(ctx, "message", calls); err != nil {
 		return tether.MessageStatus{}, err
 	}
-	st := tether.MessageStatus{Message: *m, Deliveries: make([]tether.Delivery, 0, len(calls))}
-	for i, r := range res {
-		v, err := r.ToString()
-		if rueidis.IsRedisNil(err) {
-			continue
-		}
-		d, err := decodeDelivery(meta.recipients[i], v)
+	st := tether.MessageStatus{Message: *m, Deliveries: make([]tether.Delivery, 0, len(devices))}
+	if len(devices) == 0 {
+		return st, nil
+	}
+	calls := make([]call, 0, 2*len(devices))
+	for _, d := range devices {
+		ck, hk, min := s.k.cursors(d), s.k.hist(d, target), strconv.FormatUint(seq, 10)
+		calls = append(calls,
+			plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Get().Key(ck).Build() }),
+			plainCall(func(b rueidis.Builder) rueidis.Completed {
+				return b.Zrangebyscore().Key(hk).Min(min).Max("+inf").Limit(0, 1).Build()
+			}))
+	}
+	res, err := s.roundTrip(ctx, "message", calls)
+	if err != nil {
+		return tether.MessageStatus{}, err
+	}
+	for i, d := range devices {
+		dl, err := deliveryOf(d, target, seq, res[2*i], res[2*i+1])
 		if err != nil {
 			return tether.MessageStatus{}, fmt.Errorf("redis message %s: %w", id, err)
 		}
-		st.Deliveries = append(st.Deliveries, d)
+		st.Deliveries = append(st.Deliveries, dl)
 	}
 	return st, nil
+}
+
+// locate finds message id: its log and position, its record and, for a
+// group, the spans of every device of the group's membership index.
+func (s *Store) locate(ctx context.Context, id string) (tether.Target, uint64, *tether.Message, map[string]string, error) {
+	metaKey := s.k.bucket(bucketOf(id)).meta
+	res, err := s.roundTrip(ctx, "message", []call{
+		plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Hget().Key(metaKey).Field(id).Build() }),
+	})
+	if err != nil {
+		return tether.Target{}, 0, nil, nil, err
+	}
+	ts, err := res[0].ToString()
+	if rueidis.IsRedisNil(err) {
+		return tether.Target{}, 0, nil, nil, fmt.Errorf("redis message %s: %w", id, tether.ErrNotFound)
+	}
+	ts = metaTarget(ts)
+	target, perr := tether.ParseTarget(ts)
+	if err != nil || perr != nil {
+		return tether.Target{}, 0, nil, nil, fmt.Errorf("redis message %s: target %q: %w", id, clip(ts), errCorrupt)
+	}
+	lk := s.k.log(target)
+	calls := []call{
+		plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Hget().Key(lk.ids).Field(id).Build() }),
+	}
+	if target.Kind == tether.KindGroup {
+		calls = append(calls, plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Hgetall().Key(lk.mem).Build() }))
+	}
+	if res, err = s.roundTrip(ctx, "message", calls); err != nil {
+		return tether.Target{}, 0, nil, nil, err
+	}
+	v, err := res[0].ToString()
+	if rueidis.IsRedisNil(err) {
+		return tether.Target{}, 0, nil, nil, fmt.Errorf("redis message %s: %w", id, tether.ErrNotFound)
+	}
+	seq, _, err := parseIDs(v)
+	if err != nil {
+		return tether.Target{}, 0, nil, nil, fmt.Errorf("redis message %s: %w", id, err)
+	}
+	var spans map[string]string
+	if len(res) > 1 {
+		if spans, err = res[1].AsStrMap(); err != nil {
+			return tether.Target{}, 0, nil, nil, fmt.Errorf("redis message %s: %w", id, err)
+		}
+	}
+	es, err := s.Read(ctx, []tether.ReadRequest{{Source: target, After: seq - 1, Limit: 1}})
+	if err != nil {
+		return tether.Target{}, 0, nil, nil, err
+	}
+	if len(es[0]) == 0 || es[0][0].Seq != seq {
+		return tether.Target{}, 0, nil, nil, fmt.Errorf("redis message %s: %w", id, tether.ErrNotFound)
+	}
+	return target, seq, es[0][0].Message, spans, nil
+}
+
+// addressed returns the devices position seq of target's log is addressed
+// to, sorted: the device, or the devices whose spans hold it.
+func addressed(target tether.Target, seq uint64, spans map[string]string) ([]string, error) {
+	if target.Kind == tether.KindDevice {
+		return []string{target.ID}, nil
+	}
+	var out []string
+	for d, sp := range spans {
+		ss, err := decodeSpans(sp)
+		if err != nil {
+			return nil, err
+		}
+		if (&tether.Cursor{Source: target, Spans: ss}).Addressed(seq) {
+			out = append(out, d)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// deliveryOf answers the state of position seq of source for device from
+// its cursors (cur: GET of them) or its history (hist: the first range
+// ending at or after seq).
+func deliveryOf(device string, source tether.Target, seq uint64, cur, hist rueidis.RedisResult) (tether.Delivery, error) {
+	blob, err := cur.ToString()
+	if err != nil && !rueidis.IsRedisNil(err) {
+		return tether.Delivery{}, err
+	}
+	cs, err := ledger.DecodeCursors([]byte(blob))
+	if err != nil {
+		return tether.Delivery{}, err
+	}
+	r, ok := tether.Range{}, false
+	if i := tether.FindCursor(cs, source); i >= 0 {
+		r, ok = cs[i].State(seq)
+	} else if source.Kind == tether.KindDevice {
+		r, ok = (&tether.Cursor{Source: source}).State(seq)
+	}
+	if !ok {
+		ms, err := hist.AsStrSlice()
+		if err != nil {
+			return tether.Delivery{}, err
+		}
+		if len(ms) == 1 {
+			if h, err := decodeHist(ms[0]); err == nil && h.From <= seq {
+				r, ok = h, true
+			}
+		}
+	}
+	if !ok { // settled, but its record is gone: it can only have expired
+		r = tether.Range{State: tether.StateExpired}
+	}
+	d := tether.Delivery{Device: device, State: r.State, Attempts: r.Attempts}
+	if r.State == tether.StateAcked {
+		d.AckedAt = r.At.UTC()
+	}
+	return d, nil
 }

@@ -109,6 +109,7 @@ type Store struct {
 	conns   *connSet // the client's connections, cut first by Close
 	k       keys
 	cluster bool
+	cache   cursorCache // each device's cursors as last read or written (commit.go)
 
 	closed    atomic.Bool
 	closeOnce sync.Once

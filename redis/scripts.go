@@ -14,42 +14,35 @@ import (
 // arguments and answer. Every script touches the keys of one hash tag
 // only, given in KEYS.
 var (
-	//go:embed lua/deliver.lua
-	deliverLua string
-	//go:embed lua/pending.lua
-	pendingLua string
-	//go:embed lua/sent.lua
-	sentLua string
-	//go:embed lua/settle.lua
-	settleLua string
-	//go:embed lua/purge.lua
-	purgeLua string
 	//go:embed lua/intent.lua
 	intentLua string
+	//go:embed lua/append.lua
+	appendLua string
+	//go:embed lua/member.lua
+	memberLua string
+	//go:embed lua/cas.lua
+	casLua string
+	//go:embed lua/purge.lua
+	purgeLua string
 	//go:embed lua/scan.lua
 	scanLua string
 	//go:embed lua/finish.lua
 	finishLua string
-	//go:embed lua/unidem.lua
-	unidemLua string
 )
 
 var (
-	scriptDeliver = newScript(deliverLua, false)
-	scriptPending = newScript(pendingLua, true)
-	scriptSent    = newScript(sentLua, false)
-	scriptSettle  = newScript(settleLua, false)
-	scriptPurge   = newScript(purgeLua, false)
-	scriptIntent  = newScript(intentLua, false)
-	scriptScan    = newScript(scanLua, true)
-	scriptFinish  = newScript(finishLua, false)
-	scriptUnidem  = newScript(unidemLua, false)
+	scriptIntent = newScript(intentLua, false)
+	scriptAppend = newScript(appendLua, false)
+	scriptMember = newScript(memberLua, false)
+	scriptCAS    = newScript(casLua, false)
+	scriptPurge  = newScript(purgeLua, false)
+	scriptScan   = newScript(scanLua, true)
+	scriptFinish = newScript(finishLua, false)
 )
 
 // scripts are all the scripts, loaded on every node by Open.
 var scripts = []*script{
-	scriptDeliver, scriptPending, scriptSent, scriptSettle, scriptPurge,
-	scriptIntent, scriptScan, scriptFinish, scriptUnidem,
+	scriptIntent, scriptAppend, scriptMember, scriptCAS, scriptPurge, scriptScan, scriptFinish,
 	scriptConnect, scriptDisconnect,
 }
 

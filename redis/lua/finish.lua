@@ -1,8 +1,6 @@
--- finish: Expire's last step in one bucket, once the deliveries are done:
--- expired messages move from due to gc, purged ones leave the bucket with
--- their meta and record.
--- KEYS: due (zset), gc (zset), meta (hash) of the bucket, then the record
--- keys of the purged messages.
+-- finish: Expire's last step in one bucket, once the cursors are settled:
+-- expired messages move from due to gc, purged ones leave the bucket.
+-- KEYS: due (zset), gc (zset), meta (hash) of the bucket.
 -- ARGV: pairs of op ('g' to gc, 'p' purge) and member.
 for i = 1, #ARGV, 2 do
   local m = ARGV[i + 1]
@@ -13,8 +11,5 @@ for i = 1, #ARGV, 2 do
     redis.call('ZREM', KEYS[2], m)
     redis.call('HDEL', KEYS[3], string.sub(m, 17))
   end
-end
-for i = 4, #KEYS do
-  redis.call('DEL', KEYS[i])
 end
 return 0

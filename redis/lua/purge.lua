@@ -1,18 +1,16 @@
--- purge: delete deliveries of one device (Expire, for purged messages).
--- KEYS: open (zset), dlv (hash), msg (hash) of the device.
--- ARGV: message ids.
--- Returns how many of them were still open (they count as expired).
-local n = 0
-for _, id in ipairs(ARGV) do
-  local d = redis.call('HGET', KEYS[2], id)
-  if d then
-    local st = string.sub(d, 1, 1)
-    if st == 'p' or st == 'i' then
-      n = n + 1
+-- purge: delete purged messages from one log, with their id and their
+-- idempotency entry when it still points to them.
+-- KEYS: log, ids, idem of the log's tag.
+-- ARGV: for each message, 3 values: position, id, client id ('' for none).
+for i = 1, #ARGV, 3 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[i], ARGV[i])
+  redis.call('HDEL', KEYS[2], ARGV[i + 1])
+  if ARGV[i + 2] ~= '' then
+    local e = redis.call('HGET', KEYS[3], ARGV[i + 2])
+    local tail = '|' .. ARGV[i + 1]
+    if e and string.sub(e, -#tail) == tail then
+      redis.call('HDEL', KEYS[3], ARGV[i + 2])
     end
-    redis.call('HDEL', KEYS[2], id)
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('HDEL', KEYS[3], id)
   end
 end
-return n
+return 0

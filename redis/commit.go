@@ -1,0 +1,333 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/redis/rueidis"
+
+	"github.com/tetherpush/tether"
+	"github.com/tetherpush/tether/internal/ledger"
+)
+
+// A device's cursors are one value, changed in Go (tether.ApplyMarks, the
+// logic the embedded store shares) and written back with compare-and-set:
+// the cas script writes only if the value is still the one the change was
+// made to. The store remembers the last value it read or wrote of each
+// device, so a commit costs one script per device and one round trip for
+// all of them; another writer (a takeover on another node, the sweeper)
+// makes the script answer the current value, and that device is changed
+// again from it.
+
+// Bounds of the compare-and-set. A device's cursors are written by one
+// node's commit loop at a time but for takeovers and the sweeper, so a
+// retry is rare; concurrent writers of one device each win a round, and a
+// call retries until its ctx ends (each round one round trip).
+const (
+	casAttempts  = 1000    // rounds within one call, whatever its ctx
+	cursorCacheN = 1 << 20 // values remembered; the cache is emptied past it
+)
+
+// errContended reports a device whose cursors changed under every attempt.
+var errContended = errors.New("cursors changed meanwhile on every attempt")
+
+// cursorCache remembers the cursors value last seen of each device.
+type cursorCache struct {
+	mu sync.Mutex // guards following
+	m  map[string]string
+}
+
+func (c *cursorCache) get(device string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.m[device]
+	return v, ok
+}
+
+func (c *cursorCache) put(device, v string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= cursorCacheN {
+		c.m = make(map[string]string)
+	}
+	c.m[device] = v
+}
+
+// change is what update does to one device's cursors: it returns the new
+// cursors and the history ranges to add. It may run several times (once
+// per attempt), each time on the current cursors.
+type change func(i int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error)
+
+// update applies fn to the cursors of each of devices and writes them back
+// with compare-and-set, in one pipeline per attempt (and one round trip
+// first for the devices the cache does not know). It returns each
+// device's cursors as written.
+func (s *Store) update(ctx context.Context, op string, devices []string, fn change) ([][]tether.Cursor, error) {
+	base, err := s.bases(ctx, op, devices)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]tether.Cursor, len(devices))
+	todo := make([]int, len(devices))
+	for i := range todo {
+		todo[i] = i
+	}
+	for attempt := 0; len(todo) > 0; attempt++ {
+		if attempt == casAttempts {
+			return nil, fmt.Errorf("redis %s of %s: %w", op, devices[todo[0]], errContended)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, s.wrap(ctx, op, err)
+		}
+		calls := make([]call, 0, len(todo))
+		writes := make([]string, len(devices))
+		for _, i := range todo {
+			c, blob, err := s.casCall(devices[i], base[i], func(cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error) { return fn(i, cs) })
+			if err != nil {
+				return nil, err
+			}
+			calls, writes[i] = append(calls, c), blob
+		}
+		res, err := s.roundTrip(ctx, op, calls)
+		if err != nil {
+			return nil, err
+		}
+		var again []int
+		for j, i := range todo {
+			v, err := res[j].ToArray()
+			if err != nil || len(v) != 2 {
+				return nil, fmt.Errorf("redis %s: cas answer: %v", op, err)
+			}
+			ok, _ := v[0].AsInt64()
+			cur, _ := v[1].ToString()
+			if ok == 1 {
+				s.cache.put(devices[i], writes[i])
+				out[i], _ = ledger.DecodeCursors([]byte(writes[i]))
+				continue
+			}
+			base[i] = cur
+			s.cache.put(devices[i], cur)
+			again = append(again, i)
+		}
+		todo = again
+	}
+	return out, nil
+}
+
+// casCall returns the cas script writing the cursors fn makes of the
+// encoded cursors old, and the value it writes.
+func (s *Store) casCall(device, old string, fn func([]tether.Cursor) ([]tether.Cursor, []tether.HistOp, error)) (call, string, error) {
+	cs, err := ledger.DecodeCursors([]byte(old))
+	if err != nil {
+		return call{}, "", fmt.Errorf("redis cursors of %s: %w", device, err)
+	}
+	cs, hist, err := fn(cs)
+	if err != nil {
+		return call{}, "", err
+	}
+	blob := ""
+	if len(cs) > 0 {
+		blob = string(ledger.EncodeCursors(cs))
+	}
+	keys := []string{s.k.cursors(device)}
+	args := []string{old, blob}
+	for _, h := range hist {
+		keys = append(keys, s.k.hist(device, h.Source))
+		args = append(args, strconv.Itoa(len(keys)), strconv.FormatUint(h.Range.To, 10), histMember(h.Range))
+	}
+	return scriptCall(scriptCAS, keys, args...), blob, nil
+}
+
+// bases returns the cursors value of each device, from the cache or from
+// Redis (one round trip for the devices it does not know).
+func (s *Store) bases(ctx context.Context, op string, devices []string) ([]string, error) {
+	out := make([]string, len(devices))
+	var miss []int
+	for i, d := range devices {
+		v, ok := s.cache.get(d)
+		if !ok {
+			miss = append(miss, i)
+		}
+		out[i] = v
+	}
+	if len(miss) == 0 {
+		return out, nil
+	}
+	calls := make([]call, len(miss))
+	for j, i := range miss {
+		key := s.k.cursors(devices[i])
+		calls[j] = plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Get().Key(key).Build() })
+	}
+	res, err := s.roundTrip(ctx, op, calls)
+	if err != nil {
+		return nil, err
+	}
+	for j, i := range miss {
+		v, err := res[j].ToString()
+		if err != nil && !rueidis.IsRedisNil(err) {
+			return nil, fmt.Errorf("redis %s: %w", op, err)
+		}
+		out[i] = v
+		s.cache.put(devices[i], v)
+	}
+	return out, nil
+}
+
+// Cursors returns each device's cursors, its own log's first: one GET per
+// device, in one pipeline. EInvalid for a bad device id. See tether.Store.
+func (s *Store) Cursors(ctx context.Context, devices []string) ([][]tether.Cursor, error) {
+	for _, d := range devices {
+		if err := tether.CheckID("device", d); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.check(ctx, "cursors"); err != nil {
+		return nil, err
+	}
+	calls := make([]call, len(devices))
+	for i, d := range devices {
+		key := s.k.cursors(d)
+		calls[i] = plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Get().Key(key).Build() })
+	}
+	res, err := s.roundTrip(ctx, "cursors", calls)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]tether.Cursor, len(devices))
+	for i, d := range devices {
+		v, err := res[i].ToString()
+		if err != nil && !rueidis.IsRedisNil(err) {
+			return nil, fmt.Errorf("redis cursors: %w", err)
+		}
+		s.cache.put(d, v)
+		cs, err := ledger.DecodeCursors([]byte(v))
+		if err != nil {
+			return nil, fmt.Errorf("redis cursors of %s: %w", d, err)
+		}
+		out[i] = ordered(d, cs)
+	}
+	return out, nil
+}
+
+// ordered returns cs with device's own cursor first (a new one when it has
+// none) and the groups' by id.
+func ordered(device string, cs []tether.Cursor) []tether.Cursor {
+	own := tether.DeviceTarget(device)
+	if tether.FindCursor(cs, own) < 0 {
+		cs = append(cs, tether.Cursor{Source: own})
+	}
+	slices.SortFunc(cs, func(a, b tether.Cursor) int {
+		switch {
+		case a.Source == own:
+			return -1
+		case b.Source == own:
+			return 1
+		}
+		return strings.Compare(a.Source.ID, b.Source.ID)
+	})
+	return cs
+}
+
+// Commit applies each change to its device's cursors with compare-and-set:
+// one script per device, all in one pipeline (plus one round trip to find
+// the positions of acks by id, when a change has some, and one for
+// devices the store has not seen yet). EInvalid for a bad device id. See
+// tether.Store.
+func (s *Store) Commit(ctx context.Context, changes []tether.Change) ([]tether.Committed, error) {
+	for _, ch := range changes {
+		if err := tether.CheckID("device", ch.Device); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.check(ctx, "commit"); err != nil {
+		return nil, err
+	}
+	if len(changes) == 0 {
+		return []tether.Committed{}, nil
+	}
+	devices := make([]string, len(changes))
+	for i, ch := range changes {
+		devices[i] = ch.Device
+	}
+	marks, err := s.placeAcks(ctx, changes)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]tether.Committed, len(changes))
+	cs, err := s.update(ctx, "commit", devices, func(i int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error) {
+		cs, outcome, hist := tether.ApplyMarks(cs, changes[i].Device, marks[i], changes[i].At)
+		out[i].Outcome = outcome
+		return cs, hist, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		out[i].Cursors = ordered(devices[i], cs[i])
+	}
+	return out, nil
+}
+
+// placeAcks returns each change's marks with its acks by id appended as
+// acked marks, for the ids found in the logs the device reads (its own,
+// its groups'): one HMGET per such log, in one pipeline.
+func (s *Store) placeAcks(ctx context.Context, changes []tether.Change) ([][]tether.Mark, error) {
+	out := make([][]tether.Mark, len(changes))
+	type lookup struct {
+		change int
+		source tether.Target
+	}
+	var looks []lookup
+	var calls []call
+	for i, ch := range changes {
+		out[i] = ch.Marks
+		if len(ch.AckIDs) == 0 {
+			continue
+		}
+		base, err := s.bases(ctx, "commit", []string{ch.Device})
+		if err != nil {
+			return nil, err
+		}
+		cs, err := ledger.DecodeCursors([]byte(base[0]))
+		if err != nil {
+			return nil, fmt.Errorf("redis cursors of %s: %w", ch.Device, err)
+		}
+		for _, c := range ordered(ch.Device, cs) {
+			key, ids := s.k.log(c.Source).ids, ch.AckIDs
+			looks = append(looks, lookup{i, c.Source})
+			calls = append(calls, plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Hmget().Key(key).Field(ids...).Build() }))
+		}
+	}
+	if len(calls) == 0 {
+		return out, nil
+	}
+	res, err := s.roundTrip(ctx, "commit", calls)
+	if err != nil {
+		return nil, err
+	}
+	for j, l := range looks {
+		vals, err := res[j].ToArray()
+		if err != nil {
+			return nil, fmt.Errorf("redis commit: %w", err)
+		}
+		marks := slices.Clone(out[l.change])
+		for _, v := range vals {
+			str, err := v.ToString()
+			if err != nil {
+				continue // not in this log
+			}
+			seq, _, err := parseIDs(str)
+			if err != nil {
+				return nil, fmt.Errorf("redis commit: %w", err)
+			}
+			marks = append(marks, tether.Mark{Source: l.source, Seq: seq, State: tether.StateAcked})
+		}
+		out[l.change] = marks
+	}
+	return out, nil
+}

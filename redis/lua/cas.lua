@@ -1,0 +1,21 @@
+-- cas: replace a device's cursors if they are still what the caller read,
+-- and add the history ranges the change produced.
+-- KEYS: the cursors key, then history keys, all of the device's tag.
+-- ARGV: the cursors read ('' for none), the new cursors ('' to delete),
+-- then 3 values per history range: index of its key in KEYS, score,
+-- member.
+-- Returns {1, ''} when written, {0, the current cursors} when they changed
+-- meanwhile (nothing written).
+local cur = redis.call('GET', KEYS[1]) or ''
+if cur ~= ARGV[1] then
+  return {0, cur}
+end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+for i = 3, #ARGV, 3 do
+  redis.call('ZADD', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
+end
+return {1, ''}
