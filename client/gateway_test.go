@@ -397,9 +397,11 @@ func TestGatewayRestartReconnects(t *testing.T) {
 		t.Fatalf("handled %q, want [%s %s]: m1 once, then what was published meanwhile", got, m1, m2)
 	}
 	// m1's ack died with the first node: the second sent it again, and the
-	// client acked it from its de-duplication set.
-	if d := g2.waitAcked(t, m1, "pos-1"); d.Attempts != 2 {
-		t.Errorf("m1 delivery %+v, want acked after 2 attempts (its first ack was lost)", d)
+	// client acked it from its de-duplication set. The first node stopped
+	// at once, before it committed its send (first sends are committed
+	// lazily), so the attempt count may have started again.
+	if d := g2.waitAcked(t, m1, "pos-1"); d.Attempts < 1 || d.Attempts > 2 {
+		t.Errorf("m1 delivery %+v, want acked after 1 or 2 attempts (its first ack was lost)", d)
 	}
 	if d := g2.waitAcked(t, m2, "pos-1"); d.Attempts != 1 {
 		t.Errorf("m2 delivery %+v, want acked after 1 attempt", d)
