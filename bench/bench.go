@@ -41,21 +41,24 @@ const (
 	DefaultDuration = 30 * time.Second
 	DefaultRamp     = 2000 // connects per second
 	DefaultGrace    = 10 * time.Second
+	// DefaultPublishers is how many publish requests may be under way.
+	DefaultPublishers = 8
 )
 
 // Limits of Config fields.
 const (
 	// MaxPerWorker is the most connections one worker process holds: these
 	// machines cap open files at 20,000 per process.
-	MaxPerWorker = 15000
-	MaxConns     = 1_000_000
-	MaxWorkers   = 128
-	MaxRate      = 200_000
-	MinSize      = 64
-	MaxSize      = 1 << 20
-	MaxDuration  = 24 * time.Hour
-	MaxGrace     = 10 * time.Minute
-	MaxRamp      = 100_000
+	MaxPerWorker  = 15000
+	MaxConns      = 1_000_000
+	MaxWorkers    = 128
+	MaxRate       = 200_000
+	MinSize       = 64
+	MaxSize       = 1 << 20
+	MaxDuration   = 24 * time.Hour
+	MaxGrace      = 10 * time.Minute
+	MaxRamp       = 100_000
+	MaxPublishers = 256
 )
 
 // Ack batching mirrors the Go SDK's defaults (client.DefaultAckBatch and
@@ -82,7 +85,17 @@ type Config struct {
 	Conns  int // devices connected at once; default DefaultConns
 	Groups int // devices are spread over groups bench-g0 … ; default DefaultGroups
 	Rate   int // messages published per second, over the groups round robin; default DefaultRate
-	Size   int // bytes of message data; default DefaultSize
+	// Direct publishes to the devices themselves (device:bench-dN, round
+	// robin over every device) instead of to the groups: each device is its
+	// own stream. Device tokens then name no group.
+	Direct bool
+	// Batch is the number of messages of every publish request; 0 means
+	// whatever fell due, up to 1000.
+	Batch int
+	// Publishers is how many publish requests may be under way at once;
+	// default DefaultPublishers.
+	Publishers int
+	Size       int // bytes of message data; default DefaultSize
 	// Duration is how long messages are published (or, with Idle, how long
 	// the connections are held); default DefaultDuration.
 	Duration time.Duration
@@ -127,6 +140,7 @@ func (c Config) withDefaults() Config {
 	def(&c.Size, DefaultSize)
 	def(&c.Ramp, DefaultRamp)
 	def(&c.PerAddress, DefaultPerAddress)
+	def(&c.Publishers, DefaultPublishers)
 	if c.Duration == 0 {
 		c.Duration = DefaultDuration
 	}
@@ -157,6 +171,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--conns %d: want 1 to %d", c.Conns, MaxConns)
 	case c.Groups < 1 || c.Groups > c.Conns:
 		return fmt.Errorf("--groups %d: want 1 to --conns (%d)", c.Groups, c.Conns)
+	case c.Batch < 0 || c.Batch > maxBatch:
+		return fmt.Errorf("--batch %d: want 0 (whatever fell due) to %d", c.Batch, maxBatch)
+	case c.Publishers < 1 || c.Publishers > MaxPublishers:
+		return fmt.Errorf("--publishers %d: want 1 to %d", c.Publishers, MaxPublishers)
 	case c.Rate < 1 || c.Rate > MaxRate:
 		return fmt.Errorf("--rate %d: want 1 to %d messages per second", c.Rate, MaxRate)
 	case c.Size < MinSize || c.Size > MaxSize:
@@ -195,6 +213,23 @@ func checkLoopbackURL(s string) error {
 		return errors.New("bench sends load to loopback addresses only (127.0.0.0/8, ::1, localhost)")
 	}
 	return nil
+}
+
+// streams returns the number of streams messages go to: the groups, or
+// with Direct the devices.
+func (c Config) streams() int {
+	if c.Direct {
+		return c.Conns
+	}
+	return c.Groups
+}
+
+// target returns the target of stream g.
+func (c Config) target(g int) string {
+	if c.Direct {
+		return "device:" + DeviceID(g)
+	}
+	return "group:" + GroupID(g)
 }
 
 // DeviceID returns the id of device i.

@@ -113,7 +113,11 @@ func (d *device) run(ctx context.Context, first func(ok bool)) {
 // connect dials from the device's source address, upgrades and waits for
 // the welcome frame.
 func (d *device) connect(ctx context.Context) (*session, error) {
-	tok, err := token.Sign(d.w.secret, token.Claims{Device: d.id, Groups: []string{GroupID(d.group)}, ExpiresAt: time.Now().Add(d.w.job.TokenTTL)})
+	claims := token.Claims{Device: d.id, Groups: []string{GroupID(d.group)}, ExpiresAt: time.Now().Add(d.w.job.TokenTTL)}
+	if d.w.job.Direct {
+		claims.Groups = nil // its own log only
+	}
+	tok, err := token.Sign(d.w.secret, claims)
 	if err != nil {
 		return nil, err
 	}

@@ -114,7 +114,8 @@ func (n *node) do(ctx context.Context, method, u string, body []byte, want int) 
 		return nil, fmt.Errorf("%s %s: read answer: %w", method, u, err)
 	}
 	if resp.StatusCode != want {
-		return b, &statusError{Method: method, URL: u, Status: resp.StatusCode, Body: clip(string(bytes.TrimSpace(b)), 300)}
+		return b, &statusError{Method: method, URL: u, Status: resp.StatusCode, Body: clip(string(bytes.TrimSpace(b)), 300),
+			RetryAfter: resp.Header.Get("Retry-After")}
 	}
 	return b, nil
 }
@@ -124,6 +125,7 @@ type statusError struct {
 	Method, URL string
 	Status      int
 	Body        string
+	RetryAfter  string
 }
 
 func (e *statusError) Error() string {

@@ -37,7 +37,8 @@ type job struct {
 	Run         string        `json:"run"`   // id of the run; messages of other runs are stale
 	First       int           `json:"first"` // devices First … First+Count-1
 	Count       int           `json:"count"`
-	Groups      int           `json:"groups"`
+	Groups      int           `json:"groups"` // streams: groups, or devices with Direct
+	Direct      bool          `json:"direct,omitempty"`
 	PerAddress  int           `json:"per_address"`
 	Ramp        float64       `json:"ramp"` // connects per second of this worker
 	// Lifetime bounds the worker: it stops by itself after it.

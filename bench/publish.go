@@ -13,32 +13,35 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
-// Publishing.
+// Publishing. Config.Publishers bounds the publish requests under way:
+// when the node is slower than --rate, messages that fall due meanwhile go
+// in the next batch, and the achieved rate shows the shortfall.
 const (
-	// maxPublishInFlight bounds the publish requests under way: when the
-	// node is slower than --rate, messages that fall due meanwhile go in
-	// the next batch, and the achieved rate shows the shortfall.
-	maxPublishInFlight = 8
-	maxBatch           = 1000 // messages per POST /v1/messages/batch (tether.MaxBatch)
-	ttlMargin          = 10 * time.Minute
+	maxBatch  = 1000 // messages per POST /v1/messages/batch (tether.MaxBatch)
+	ttlMargin = 10 * time.Minute
 )
 
-// publisher publishes bench messages to the groups at a fixed rate, round
-// robin, and remembers the id the node gave each.
+// publisher publishes bench messages to the streams (groups, or devices)
+// at a fixed rate, round robin, and remembers the id the node gave each.
 type publisher struct {
-	n      *node
-	runID  string
-	groups int
-	size   int
-	rate   int
-	ttl    time.Duration
+	n          *node
+	cfg        Config
+	runID      string
+	streams    int
+	size       int
+	rate       int
+	batch      int // messages per request; 0: whatever fell due
+	publishers int
+	ttl        time.Duration
 
 	mu         sync.Mutex // guards following
-	next       int        // global sequence number; group next%groups, sequence next/groups
-	ids        [][]string // per group, by sequence number; "" until accepted
+	next       int        // global sequence number; stream next%streams, sequence next/streams
+	ids        [][]string // per stream, by sequence number; "" until accepted
 	accepted   int64
 	recipients int64
 	failed     int64
+	refused    map[string]int64 // messages refused with 503, by error code
+	noRetry    int64            // 503 answers without Retry-After
 	errKinds   map[string]int64
 	errs       []string
 	lat        *hdrhistogram.Histogram // request durations, µs
@@ -47,8 +50,9 @@ type publisher struct {
 }
 
 func newPublisher(n *node, cfg Config, run string, onAccepted func(int)) *publisher {
-	return &publisher{n: n, runID: run, groups: cfg.Groups, size: cfg.Size, rate: cfg.Rate,
-		ttl: cfg.Duration + cfg.Grace + ttlMargin, ids: make([][]string, cfg.Groups), lat: newHist(), onAccepted: onAccepted}
+	return &publisher{n: n, cfg: cfg, runID: run, streams: cfg.streams(), size: cfg.Size, rate: cfg.Rate,
+		batch: cfg.Batch, publishers: cfg.Publishers, ttl: cfg.Duration + cfg.Grace + ttlMargin,
+		ids: make([][]string, cfg.streams()), lat: newHist(), onAccepted: onAccepted}
 }
 
 // run publishes rate × d messages, message k falling due k/rate seconds
@@ -58,12 +62,17 @@ func (p *publisher) run(ctx context.Context, d time.Duration) {
 	due := func() int { // messages due by now
 		return min(total, int(float64(p.rate)*time.Since(p.start).Seconds())+1)
 	}
-	sem := make(chan struct{}, maxPublishInFlight)
+	sem := make(chan struct{}, p.publishers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for issued := 0; issued < total; {
-		if due() <= issued {
-			next := p.start.Add(time.Duration(float64(issued) / float64(p.rate) * float64(time.Second)))
+		// With a fixed batch, wait until a whole one is due (or the last).
+		want := issued + 1
+		if p.batch > 0 {
+			want = min(total, issued+p.batch)
+		}
+		if due() < want {
+			next := p.start.Add(time.Duration(float64(want-1) / float64(p.rate) * float64(time.Second)))
 			if !sleepUntil(ctx, next) {
 				return
 			}
@@ -76,6 +85,9 @@ func (p *publisher) run(ctx context.Context, d time.Duration) {
 		}
 		// Messages that fell due while waiting for a slot join this batch.
 		n := min(due()-issued, maxBatch)
+		if p.batch > 0 {
+			n = min(n, p.batch)
+		}
 		first := p.reserve(n)
 		issued += n
 		wg.Go(func() {
@@ -117,8 +129,8 @@ func (p *publisher) publish(ctx context.Context, first, n int) {
 	items := make([]item, n)
 	for i := range items {
 		k := first + i
-		g, s := k%p.groups, k/p.groups
-		items[i] = item{Target: "group:" + GroupID(g), Data: appendPayload(nil, p.runID, g, s, p.size), TTLS: int64(p.ttl / time.Second)}
+		g, s := k%p.streams, k/p.streams
+		items[i] = item{Target: p.cfg.target(g), Data: appendPayload(nil, p.runID, g, s, p.size), TTLS: int64(p.ttl / time.Second)}
 	}
 	start := time.Now()
 	answers, err := p.post(ctx, items)
@@ -127,13 +139,21 @@ func (p *publisher) publish(ctx context.Context, first, n int) {
 	defer p.mu.Unlock()
 	_ = p.lat.RecordValue(max(took.Microseconds(), histMin))
 	if err != nil {
+		if code, noRetry := refusal(err); code != "" {
+			p.refuseLocked(n, code, noRetry)
+			return
+		}
 		p.failLocked(n, errorKindHTTP(err), err.Error())
 		return
 	}
 	ok := 0
 	for i, a := range answers {
 		k := first + i
-		g, s := k%p.groups, k/p.groups
+		g, s := k%p.streams, k/p.streams
+		if a.Error != nil && (a.Error.Code == "overloaded" || a.Error.Code == "unavailable") {
+			p.refuseLocked(1, a.Error.Code, false)
+			continue
+		}
 		if a.Error != nil || a.ID == "" {
 			msg := "no id in the answer"
 			if a.Error != nil {
@@ -188,6 +208,37 @@ func (p *publisher) post(ctx context.Context, items []item) ([]answer, error) {
 	return res.Results, nil
 }
 
+// refuseLocked counts n messages refused with 503 and code.
+func (p *publisher) refuseLocked(n int, code string, noRetryAfter bool) {
+	if p.refused == nil {
+		p.refused = make(map[string]int64)
+	}
+	p.refused[code] += int64(n)
+	if noRetryAfter {
+		p.noRetry++
+	}
+}
+
+// refusal returns the error code of a 503 answer (the node refused the
+// request: overloaded, unavailable) and whether it lacked Retry-After; ""
+// for any other error.
+func refusal(err error) (code string, noRetryAfter bool) {
+	var se *statusError
+	if !errors.As(err, &se) || se.Status != http.StatusServiceUnavailable {
+		return "", false
+	}
+	var body struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	code = "unavailable"
+	if json.Unmarshal([]byte(se.Body), &body) == nil && body.Error.Code != "" {
+		code = body.Error.Code
+	}
+	return code, se.RetryAfter == ""
+}
+
 func (p *publisher) failLocked(n int, kind, msg string) {
 	p.failed += int64(n)
 	if p.errKinds == nil {
@@ -199,7 +250,7 @@ func (p *publisher) failLocked(n int, kind, msg string) {
 	}
 }
 
-// published returns the ids by group and sequence number.
+// published returns the ids by stream and sequence number.
 func (p *publisher) published() [][]string {
 	p.mu.Lock()
 	defer p.mu.Unlock()

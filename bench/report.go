@@ -45,6 +45,9 @@ type Settings struct {
 	PublishURL string  `json:"publish_url"` // messages are published here; devices connect to URL
 	Conns      int     `json:"conns"`
 	Groups     int     `json:"groups"`
+	Direct     bool    `json:"direct"` // messages to the devices, not the groups
+	Batch      int     `json:"batch"`  // messages per publish request; 0: whatever fell due
+	Publishers int     `json:"publishers"`
 	Rate       int     `json:"rate"`
 	Size       int     `json:"size"`
 	Duration   float64 `json:"duration_s"`
@@ -79,32 +82,37 @@ type ConnectionsReport struct {
 
 // MessagesReport is the publish → deliver → ack flow.
 type MessagesReport struct {
-	TargetRate         int              `json:"target_rate"`
-	Published          int64            `json:"published"` // accepted by the node
-	PublishErrors      int64            `json:"publish_errors"`
-	PublishErrorKinds  map[string]int64 `json:"publish_error_kinds,omitempty"`
-	PublishErrorSample []string         `json:"publish_error_sample,omitempty"`
-	PublishSeconds     float64          `json:"publish_seconds"`
-	PublishedPerSecond float64          `json:"published_per_second"`
-	PublishLatency     Percentiles      `json:"publish_latency_ms"` // one publish request
-	Recipients         int64            `json:"recipients"`         // summed over the node's answers
-	Addressed          int64            `json:"addressed_devices"`  // online when publishing began
-	Expected           int64            `json:"expected"`           // deliveries due to addressed devices
-	Delivered          int64            `json:"delivered"`          // first receipts
-	Received           int64            `json:"received"`           // message frames, duplicates included
-	Duplicates         int64            `json:"duplicates"`
-	Redelivered        int64            `json:"redelivered"` // frames with attempt > 1
-	Acked              int64            `json:"acked"`       // ids sent in ack frames
-	AckFrames          int64            `json:"ack_frames"`
-	Lost               int64            `json:"lost"` // expected, never received
-	LostSample         []string         `json:"lost_sample,omitempty"`
-	Unconfirmed        int64            `json:"unconfirmed"` // deliveries of publishes that failed
-	Mismatch           int64            `json:"mismatch"`    // delivered under another id than published
-	Stale              int64            `json:"stale"`       // messages of earlier runs
-	Foreign            int64            `json:"foreign"`     // messages that are not the bench's
-	DeliverySeconds    float64          `json:"delivery_seconds"`
-	DeliveredPerSecond float64          `json:"delivered_per_second"`
-	Latency            Percentiles      `json:"latency_ms"` // published_at to receipt
+	TargetRate    int   `json:"target_rate"`
+	Published     int64 `json:"published"`      // accepted by the node
+	PublishErrors int64 `json:"publish_errors"` // failures other than refusals
+	// PublishRefused counts messages the node refused with 503 (overloaded
+	// or unavailable, SPEC section 3): not accepted, so not expected.
+	PublishRefused      int64            `json:"publish_refused"`
+	PublishRefusedKinds map[string]int64 `json:"publish_refused_kinds,omitempty"`
+	RefusedNoRetryAfter int64            `json:"publish_refused_no_retry_after"` // 503 answers without Retry-After
+	PublishErrorKinds   map[string]int64 `json:"publish_error_kinds,omitempty"`
+	PublishErrorSample  []string         `json:"publish_error_sample,omitempty"`
+	PublishSeconds      float64          `json:"publish_seconds"`
+	PublishedPerSecond  float64          `json:"published_per_second"`
+	PublishLatency      Percentiles      `json:"publish_latency_ms"` // one publish request
+	Recipients          int64            `json:"recipients"`         // summed over the node's answers
+	Addressed           int64            `json:"addressed_devices"`  // online when publishing began
+	Expected            int64            `json:"expected"`           // deliveries due to addressed devices
+	Delivered           int64            `json:"delivered"`          // first receipts
+	Received            int64            `json:"received"`           // message frames, duplicates included
+	Duplicates          int64            `json:"duplicates"`
+	Redelivered         int64            `json:"redelivered"` // frames with attempt > 1
+	Acked               int64            `json:"acked"`       // ids sent in ack frames
+	AckFrames           int64            `json:"ack_frames"`
+	Lost                int64            `json:"lost"` // expected, never received
+	LostSample          []string         `json:"lost_sample,omitempty"`
+	Unconfirmed         int64            `json:"unconfirmed"` // deliveries of publishes that failed
+	Mismatch            int64            `json:"mismatch"`    // delivered under another id than published
+	Stale               int64            `json:"stale"`       // messages of earlier runs
+	Foreign             int64            `json:"foreign"`     // messages that are not the bench's
+	DeliverySeconds     float64          `json:"delivery_seconds"`
+	DeliveredPerSecond  float64          `json:"delivered_per_second"`
+	Latency             Percentiles      `json:"latency_ms"` // published_at to receipt
 	// DeviceWorst summarises, over the addressed devices, each device's
 	// highest latency: a wide spread means some devices were served far
 	// later than others.
@@ -226,10 +234,13 @@ func (r *Report) problems() []string {
 		if m.PublishErrors > 0 {
 			add("%d publishes failed", m.PublishErrors)
 		}
+		if m.RefusedNoRetryAfter > 0 {
+			add("%d publish requests were answered 503 without Retry-After", m.RefusedNoRetryAfter)
+		}
 		if m.Duplicates > m.Redelivered {
 			add("%d duplicates arrived as first attempts (attempt 1 twice)", m.Duplicates-m.Redelivered)
 		}
-		if m.TargetRate > 0 && m.PublishedPerSecond < 0.95*float64(m.TargetRate) {
+		if m.TargetRate > 0 && m.PublishRefused == 0 && m.PublishedPerSecond < 0.95*float64(m.TargetRate) {
 			add("published %.0f msgs/s, below the target of %d: the node (or this machine) did not keep up", m.PublishedPerSecond, m.TargetRate)
 		}
 	}
@@ -267,6 +278,10 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(tw, "connections\t%d open at the end, %d ended by the node%s, %d reconnects\n", cs.OpenAtEnd, cs.Disconnects, kinds(cs.CloseCodes), cs.Reconnects)
 	if m := r.Messages; m != nil {
 		fmt.Fprintf(tw, "\npublished\t%d (%.0f/s of %d/s target), %d failed%s; %d recipients\n", m.Published, m.PublishedPerSecond, m.TargetRate, m.PublishErrors, kinds(m.PublishErrorKinds), m.Recipients)
+		if m.PublishRefused > 0 {
+			fmt.Fprintf(tw, "refused\t%d with 503%s (not accepted, not expected); %d answers without Retry-After\n",
+				m.PublishRefused, kinds(m.PublishRefusedKinds), m.RefusedNoRetryAfter)
+		}
 		fmt.Fprintf(tw, "publish request\t%s\n", m.PublishLatency.text())
 		fmt.Fprintf(tw, "delivered\t%d of %d expected to %d devices (%.0f/s), %d frames received\n", m.Delivered, m.Expected, m.Addressed, m.DeliveredPerSecond, m.Received)
 		fmt.Fprintf(tw, "acked\t%d ids in %d frames\n", m.Acked, m.AckFrames)

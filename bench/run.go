@@ -73,7 +73,7 @@ func newRunner(cfg Config) *runner {
 	return &runner{
 		cfg:  cfg,
 		run:  hex.EncodeToString(b[:]),
-		node: newNode(cfg, newHTTPClient(maxPublishInFlight+cleanupWorkers)),
+		node: newNode(cfg, newHTTPClient(cfg.Publishers+cleanupWorkers)),
 		prog: prog,
 	}
 }
@@ -92,6 +92,7 @@ func (r *runner) do(ctx context.Context) (*Report, error) {
 	c := r.cfg
 	r.rep = &Report{Run: r.run, Started: time.Now(), Mode: "publish", Settings: Settings{
 		URL: c.URL, AdminURL: c.AdminURL, PublishURL: c.PublishURL, Conns: c.Conns, Groups: c.Groups, Rate: c.Rate, Size: c.Size,
+		Direct: c.Direct, Batch: c.Batch, Publishers: c.Publishers,
 		Duration: c.Duration.Seconds(), Ramp: c.Ramp, Grace: c.Grace.Seconds(), Idle: c.Idle,
 		Workers: c.Workers, PerAddress: c.PerAddress, Sources: SourceCount(c.Conns, c.PerAddress),
 	}}
@@ -107,7 +108,7 @@ func (r *runner) do(ctx context.Context) (*Report, error) {
 	} else {
 		r.rep.Node.Before = &before
 	}
-	if !c.Idle {
+	if !c.Idle && !c.Direct {
 		if _, err := r.node.cleanGroups(ctx, c.Conns, c.Groups); err != nil {
 			return nil, fmt.Errorf("remove stale members of the bench groups: %w", err)
 		}
@@ -157,7 +158,7 @@ func (r *runner) startWorkers() error {
 		r.procs = append(r.procs, p)
 		r.readers.Go(func() { r.read(i, p) })
 		j := job{Worker: i, WSURL: wsURL(c.URL, "/v1/connect"), TokenSecret: string(c.TokenSecret),
-			TokenTTL: lifetime + time.Hour, Run: r.run, First: first, Count: n, Groups: c.Groups,
+			TokenTTL: lifetime + time.Hour, Run: r.run, First: first, Count: n, Groups: c.streams(), Direct: c.Direct,
 			PerAddress: c.PerAddress, Ramp: float64(c.Ramp) / float64(c.Workers), Lifetime: lifetime}
 		if err := r.send(i, command{Type: cmdJob, Job: &j}); err != nil {
 			return err
@@ -366,10 +367,10 @@ func (r *runner) publishPhase(ctx context.Context) (*publisher, error) {
 		}
 		sum, _, failure := r.state()
 		pub.mu.Lock()
-		accepted, failed := pub.accepted, pub.failed
+		accepted, failed, refused := pub.accepted, pub.failed, total(pub.refused)
 		pub.mu.Unlock()
-		r.prog.Update(min(time.Since(start), c.Duration).Milliseconds(), fmt.Sprintf("%d published, %d failed, %d delivered, %d dup, %d open",
-			accepted, failed, sum.Delivered, sum.Duplicates, sum.Open))
+		r.prog.Update(min(time.Since(start), c.Duration).Milliseconds(), fmt.Sprintf("%d published, %d refused, %d failed, %d delivered, %d dup, %d open",
+			accepted, refused, failed, sum.Delivered, sum.Duplicates, sum.Open))
 		if failure != nil {
 			cancel()
 			<-done
@@ -482,6 +483,7 @@ func fillMessages(mr *MessagesReport, m *merged, pub *publisher) {
 	res, cn := m.res, m.res.Counters
 	pub.mu.Lock()
 	mr.Published, mr.PublishErrors, mr.Recipients = pub.accepted, pub.failed, pub.recipients
+	mr.PublishRefused, mr.PublishRefusedKinds, mr.RefusedNoRetryAfter = total(pub.refused), cloneCounts(pub.refused), pub.noRetry
 	mr.PublishErrorKinds, mr.PublishErrorSample = cloneCounts(pub.errKinds), append([]string(nil), pub.errs...)
 	mr.PublishLatency = percentiles(pub.lat)
 	pub.mu.Unlock()
@@ -501,6 +503,15 @@ func fillMessages(mr *MessagesReport, m *merged, pub *publisher) {
 	}
 	mr.DeliverySeconds = took.Seconds()
 	mr.DeliveredPerSecond = perSecond(mr.Delivered, took)
+}
+
+// total returns the sum of the counts of m.
+func total(m map[string]int64) int64 {
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
 
 // kindsOf returns the counts of m whose key starts with prefix, without it.

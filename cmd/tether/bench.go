@@ -20,7 +20,10 @@ const benchWorkerArg = "worker"
 const benchAbout = `Load a running node and report (SPEC section 9): --conns devices connect over
 many loopback source addresses, spread over --groups groups bench-g0, bench-g1, …;
 --rate messages per second of --size bytes are published to the groups round
-robin for --duration; every device acks what it gets. The report gives connect
+robin for --duration (with --direct to the devices themselves, round robin);
+--batch fixes the messages per publish request and --publishers the requests
+under way; every device acks what it gets. Publishes the node refuses with 503
+(overloaded, unavailable) are counted apart and not retried. The report gives connect
 rate and errors, published / delivered / acked / duplicate / lost messages,
 delivery latency percentiles (published_at to receipt) and the node's memory
 and goroutines per connection, read from its admin /metrics before and after
@@ -42,6 +45,9 @@ type benchConfig struct {
 	Conns       int
 	Groups      int
 	Rate        int
+	Direct      bool
+	Batch       int
+	Publishers  int
 	Size        int
 	Duration    time.Duration
 	Ramp        int
@@ -54,7 +60,7 @@ type benchConfig struct {
 
 func parseBench(args []string, getenv func(string) string, help io.Writer) (benchConfig, error) {
 	var c benchConfig
-	f := newFlagSet("bench", "bench [--conns N] [--groups N] [--rate N] [--size B] [--duration D] [--idle] [--json] [--plot FILE]", benchAbout, getenv, help)
+	f := newFlagSet("bench", "bench [--conns N] [--groups N | --direct] [--rate N] [--batch N] [--publishers N] [--size B] [--duration D] [--idle] [--json] [--plot FILE]", benchAbout, getenv, help)
 	f.String(&c.URL, "url", bench.DefaultURL, "base `URL` of the node's HTTP API")
 	f.String(&c.PublishURL, "publish-url", "", "base `URL` of the HTTP API to publish through, e.g. another node of the fleet (default: --url)")
 	f.String(&c.AdminURL, "admin-url", bench.DefaultAdminURL, "base `URL` of the node's admin listener (/metrics)")
@@ -64,6 +70,9 @@ func parseBench(args []string, getenv func(string) string, help io.Writer) (benc
 	f.Int(&c.Conns, "conns", bench.DefaultConns, "devices connected at once")
 	f.Int(&c.Groups, "groups", bench.DefaultGroups, "groups the devices are spread over")
 	f.Int(&c.Rate, "rate", bench.DefaultRate, "messages published per second, to the groups round robin")
+	f.Bool(&c.Direct, "direct", false, "publish to the devices (device:bench-dN, round robin over all of them) instead of the groups; tokens then name no group and --groups is unused")
+	f.Int(&c.Batch, "batch", 0, "messages per publish request; 0: whatever fell due, up to 1000")
+	f.Int(&c.Publishers, "publishers", bench.DefaultPublishers, "publish requests under way at once")
 	f.Int(&c.Size, "size", bench.DefaultSize, "bytes of data of each message")
 	f.Duration(&c.Duration, "duration", bench.DefaultDuration, "how long to publish (or, with --idle, to hold the connections)")
 	f.Int(&c.Ramp, "ramp", bench.DefaultRamp, "connects per second")
@@ -137,6 +146,7 @@ func (c benchConfig) benchConfig(getenv func(string) string) (bench.Config, erro
 	return bench.Config{
 		URL: c.URL, AdminURL: c.AdminURL, PublishURL: c.PublishURL, APIKey: apiKey, TokenSecret: []byte(tokenSecret),
 		Conns: c.Conns, Groups: c.Groups, Rate: c.Rate, Size: c.Size, Duration: c.Duration,
+		Direct: c.Direct, Batch: c.Batch, Publishers: c.Publishers,
 		Ramp: c.Ramp, Grace: c.Grace, Idle: c.Idle, Workers: c.Workers,
 	}, nil
 }

@@ -24,18 +24,21 @@ func TestBenchFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := benchConfig{URL: bench.DefaultURL, AdminURL: bench.DefaultAdminURL, DataDir: defaultDataDir,
-		Conns: 1000, Groups: 10, Rate: 100, Size: 256, Duration: 30 * time.Second, Ramp: 2000, Grace: 10 * time.Second}
+		Conns: 1000, Groups: 10, Rate: 100, Size: 256, Duration: 30 * time.Second, Ramp: 2000, Grace: 10 * time.Second,
+		Publishers: bench.DefaultPublishers}
 	if c != want {
 		t.Errorf("defaults %+v, want %+v", c, want)
 	}
 	env := map[string]string{"TETHER_CONNS": "15000", "TETHER_IDLE": "true", "TETHER_RATE": "7",
-		"TETHER_WORKERS": "2", "TETHER_URL": "http://127.0.0.1:18080", "TETHER_PUBLISH_URL": "http://127.0.0.1:19080", "TETHER_PLOT": "p.html", "TETHER_DURATION": "1m"}
+		"TETHER_WORKERS": "2", "TETHER_URL": "http://127.0.0.1:18080", "TETHER_PUBLISH_URL": "http://127.0.0.1:19080", "TETHER_PLOT": "p.html", "TETHER_DURATION": "1m",
+		"TETHER_DIRECT": "true", "TETHER_BATCH": "100", "TETHER_PUBLISHERS": "32"}
 	c, err = parseBench([]string{"--rate", "9", "--json"}, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Conns != 15000 || !c.Idle || c.Rate != 9 || c.Workers != 2 || c.URL != "http://127.0.0.1:18080" ||
-		c.PublishURL != "http://127.0.0.1:19080" || c.Plot != "p.html" || c.Duration != time.Minute || !c.JSON {
+		c.PublishURL != "http://127.0.0.1:19080" || c.Plot != "p.html" || c.Duration != time.Minute || !c.JSON ||
+		!c.Direct || c.Batch != 100 || c.Publishers != 32 {
 		t.Errorf("with environment: %+v (the command line wins over it)", c)
 	}
 }
