@@ -25,11 +25,11 @@ import (
 // again from it.
 
 // Bounds of the compare-and-set. A device's cursors are written by one
-// node's commit loop at a time but for takeovers and the sweeper, so a
-// retry is rare; concurrent writers of one device each win a round, and a
-// call retries until its ctx ends (each round one round trip).
+// node's commit loop at a time but for takeovers and the sweepers, so a
+// retry is rare; among concurrent writers of one device one wins each
+// round, and a call retries until its ctx ends or casAttempts rounds.
 const (
-	casAttempts  = 1000    // rounds within one call, whatever its ctx
+	casAttempts  = 100     // rounds within one call, whatever its ctx
 	cursorCacheN = 1 << 20 // values remembered; the cache is emptied past it
 )
 
@@ -64,11 +64,13 @@ func (c *cursorCache) put(device, v string) {
 type change func(i int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error)
 
 // update applies fn to the cursors of each of devices and writes them back
-// with compare-and-set, in one pipeline per attempt (and one round trip
-// first for the devices the cache does not know). It returns each
-// device's cursors as written.
-func (s *Store) update(ctx context.Context, op string, devices []string, fn change) ([][]tether.Cursor, error) {
-	base, err := s.bases(ctx, op, devices)
+// with compare-and-set, in one pipeline per attempt. It starts from the
+// cached cursors (one round trip first for the devices the cache does not
+// know), or with fresh from cursors read now, and then does not write the
+// devices fn leaves as they were (Expire: most devices have settled what
+// expires). It returns each device's cursors as written.
+func (s *Store) update(ctx context.Context, op string, devices []string, fresh bool, fn change) ([][]tether.Cursor, error) {
+	base, err := s.bases(ctx, op, devices, fresh)
 	if err != nil {
 		return nil, err
 	}
@@ -85,50 +87,67 @@ func (s *Store) update(ctx context.Context, op string, devices []string, fn chan
 			return nil, s.wrap(ctx, op, err)
 		}
 		calls := make([]call, 0, len(todo))
+		sent := make([]int, 0, len(todo))
 		writes := make([]string, len(devices))
 		for _, i := range todo {
-			c, blob, err := s.casCall(devices[i], base[i], func(cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error) { return fn(i, cs) })
+			c, blob, changed, err := s.casCall(devices[i], base[i], func(cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error) { return fn(i, cs) })
 			if err != nil {
 				return nil, err
 			}
-			calls, writes[i] = append(calls, c), blob
-		}
-		res, err := s.roundTrip(ctx, op, calls)
-		if err != nil {
-			return nil, err
-		}
-		var again []int
-		for j, i := range todo {
-			v, err := res[j].ToArray()
-			if err != nil || len(v) != 2 {
-				return nil, fmt.Errorf("redis %s: cas answer: %v", op, err)
-			}
-			ok, _ := v[0].AsInt64()
-			cur, _ := v[1].ToString()
-			if ok == 1 {
-				s.cache.put(devices[i], writes[i])
-				out[i], _ = ledger.DecodeCursors([]byte(writes[i]))
+			if fresh && !changed {
+				out[i], _ = ledger.DecodeCursors([]byte(blob))
 				continue
 			}
-			base[i] = cur
-			s.cache.put(devices[i], cur)
-			again = append(again, i)
+			calls, sent, writes[i] = append(calls, c), append(sent, i), blob
 		}
-		todo = again
+		if todo, err = s.casRound(ctx, op, devices, calls, sent, writes, base, out); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
 
+// casRound sends one round of cas calls (for devices[sent[j]]) and
+// returns the devices to try again, base holding their current cursors.
+// The written cursors go to out and to the cache.
+func (s *Store) casRound(ctx context.Context, op string, devices []string, calls []call, sent []int, writes, base []string, out [][]tether.Cursor) ([]int, error) {
+	res, err := s.roundTrip(ctx, op, calls)
+	if err != nil {
+		return nil, err
+	}
+	var again []int
+	for j, i := range sent {
+		v, err := res[j].ToArray()
+		if err != nil || len(v) != 2 {
+			return nil, fmt.Errorf("redis %s: cas answer: %v", op, err)
+		}
+		ok, _ := v[0].AsInt64()
+		cur, _ := v[1].ToString()
+		if ok == 1 {
+			s.cache.put(devices[i], writes[i])
+			if out[i], err = ledger.DecodeCursors([]byte(writes[i])); err != nil {
+				return nil, fmt.Errorf("redis %s: %w", op, err)
+			}
+			continue
+		}
+		base[i] = cur
+		s.cache.put(devices[i], cur)
+		again = append(again, i)
+	}
+	return again, nil
+}
+
 // casCall returns the cas script writing the cursors fn makes of the
-// encoded cursors old, and the value it writes.
-func (s *Store) casCall(device, old string, fn func([]tether.Cursor) ([]tether.Cursor, []tether.HistOp, error)) (call, string, error) {
+// encoded cursors old, the value it writes, and whether fn changed
+// anything (the value, or history to add).
+func (s *Store) casCall(device, old string, fn func([]tether.Cursor) ([]tether.Cursor, []tether.HistOp, error)) (call, string, bool, error) {
 	cs, err := ledger.DecodeCursors([]byte(old))
 	if err != nil {
-		return call{}, "", fmt.Errorf("redis cursors of %s: %w", device, err)
+		return call{}, "", false, fmt.Errorf("redis cursors of %s: %w", device, err)
 	}
 	cs, hist, err := fn(cs)
 	if err != nil {
-		return call{}, "", err
+		return call{}, "", false, err
 	}
 	blob := ""
 	if len(cs) > 0 {
@@ -140,16 +159,19 @@ func (s *Store) casCall(device, old string, fn func([]tether.Cursor) ([]tether.C
 		keys = append(keys, s.k.hist(device, h.Source))
 		args = append(args, strconv.Itoa(len(keys)), strconv.FormatUint(h.Range.To, 10), histMember(h.Range))
 	}
-	return scriptCall(scriptCAS, keys, args...), blob, nil
+	return scriptCall(scriptCAS, keys, args...), blob, blob != old || len(hist) > 0, nil
 }
 
-// bases returns the cursors value of each device, from the cache or from
-// Redis (one round trip for the devices it does not know).
-func (s *Store) bases(ctx context.Context, op string, devices []string) ([]string, error) {
+// bases returns the cursors value of each device: from the cache unless
+// fresh, and from Redis (GET, one round trip for all) for the others.
+func (s *Store) bases(ctx context.Context, op string, devices []string, fresh bool) ([]string, error) {
 	out := make([]string, len(devices))
 	var miss []int
 	for i, d := range devices {
-		v, ok := s.cache.get(d)
+		v, ok := "", false
+		if !fresh {
+			v, ok = s.cache.get(d)
+		}
 		if !ok {
 			miss = append(miss, i)
 		}
@@ -259,7 +281,7 @@ func (s *Store) Commit(ctx context.Context, changes []tether.Change) ([]tether.C
 		return nil, err
 	}
 	out := make([]tether.Committed, len(changes))
-	cs, err := s.update(ctx, "commit", devices, func(i int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error) {
+	cs, err := s.update(ctx, "commit", devices, false, func(i int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error) {
 		cs, outcome, hist := tether.ApplyMarks(cs, changes[i].Device, marks[i], changes[i].At)
 		out[i].Outcome = outcome
 		return cs, hist, nil
@@ -275,25 +297,36 @@ func (s *Store) Commit(ctx context.Context, changes []tether.Change) ([]tether.C
 
 // placeAcks returns each change's marks with its acks by id appended as
 // acked marks, for the ids found in the logs the device reads (its own,
-// its groups'): one HMGET per such log, in one pipeline.
+// its groups', as the cache knows them): one HMGET per such log, in one
+// pipeline, after one round trip of GETs for the devices the cache does
+// not know. An id the device acked in a group the cache does not know of
+// yet is not found, and ignored: the message is delivered again.
 func (s *Store) placeAcks(ctx context.Context, changes []tether.Change) ([][]tether.Mark, error) {
 	out := make([][]tether.Mark, len(changes))
+	var acking []int
+	var devices []string
+	for i, ch := range changes {
+		out[i] = ch.Marks
+		if len(ch.AckIDs) > 0 {
+			acking, devices = append(acking, i), append(devices, ch.Device)
+		}
+	}
+	if len(acking) == 0 {
+		return out, nil
+	}
+	base, err := s.bases(ctx, "commit", devices, false)
+	if err != nil {
+		return nil, err
+	}
 	type lookup struct {
 		change int
 		source tether.Target
 	}
 	var looks []lookup
 	var calls []call
-	for i, ch := range changes {
-		out[i] = ch.Marks
-		if len(ch.AckIDs) == 0 {
-			continue
-		}
-		base, err := s.bases(ctx, "commit", []string{ch.Device})
-		if err != nil {
-			return nil, err
-		}
-		cs, err := ledger.DecodeCursors([]byte(base[0]))
+	for j, i := range acking {
+		ch := changes[i]
+		cs, err := ledger.DecodeCursors([]byte(base[j]))
 		if err != nil {
 			return nil, fmt.Errorf("redis cursors of %s: %w", ch.Device, err)
 		}
@@ -302,9 +335,6 @@ func (s *Store) placeAcks(ctx context.Context, changes []tether.Change) ([][]tet
 			looks = append(looks, lookup{i, c.Source})
 			calls = append(calls, plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Hmget().Key(key).Field(ids...).Build() }))
 		}
-	}
-	if len(calls) == 0 {
-		return out, nil
 	}
 	res, err := s.roundTrip(ctx, "commit", calls)
 	if err != nil {

@@ -31,7 +31,7 @@ func (s *Store) Join(ctx context.Context, device string, groups []string) error 
 	if err != nil {
 		return err
 	}
-	_, err = s.update(ctx, "join", []string{device}, func(_ int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error) {
+	_, err = s.update(ctx, "join", []string{device}, false, func(_ int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error) {
 		if tether.FindCursor(cs, tether.DeviceTarget(device)) < 0 {
 			cs = append(cs, tether.Cursor{Source: tether.DeviceTarget(device)})
 		}
@@ -47,17 +47,42 @@ func (s *Store) Join(ctx context.Context, device string, groups []string) error 
 				cs = append(cs, tether.Cursor{Source: t})
 				j = len(cs) - 1
 			}
-			if c := &cs[j]; !c.Member() {
-				// The cursor takes the span the group opened (at its
-				// newest position, or earlier when a failed Join is being
-				// completed).
-				c.Spans = append(c.Spans, open)
+			if c := &cs[j]; takeSpan(c, open, spans[i]) {
 				hist = append(hist, c.Advance()...)
 			}
 		}
 		return cs, hist, nil
 	})
 	return err
+}
+
+// takeSpan gives cursor c of a group the device's open span there, open,
+// as the group opened it (at its newest position, or earlier when a
+// failed Join is being completed); group is all the device's spans the
+// group records. It reports whether c changed. An open span of c that
+// the group has closed since (a Leave whose second step failed) is first
+// closed as the group closed it, or where open starts when the group no
+// longer has it.
+func takeSpan(c *tether.Cursor, open tether.Span, group []tether.Span) bool {
+	n := len(c.Spans)
+	if n > 0 && c.Spans[n-1].To == 0 {
+		if c.Spans[n-1].From == open.From {
+			return false
+		}
+		stale := c.Spans[n-1]
+		stale.To = open.From
+		for _, s := range group {
+			if s.From == stale.From {
+				stale.To = s.To
+			}
+		}
+		c.Spans = c.Spans[:n-1]
+		if stale.To > stale.From {
+			c.Spans = append(c.Spans, stale)
+		}
+	}
+	c.Spans = append(c.Spans, open)
+	return true
 }
 
 // openSpan returns the open span of a device's spans in a group.
@@ -121,7 +146,7 @@ func (s *Store) Leave(ctx context.Context, group, device string) error {
 		return err
 	}
 	t := tether.GroupTarget(group)
-	_, err = s.update(ctx, "leave", []string{device}, func(_ int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error) {
+	_, err = s.update(ctx, "leave", []string{device}, false, func(_ int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error) {
 		i := tether.FindCursor(cs, t)
 		if i < 0 || !cs[i].Member() {
 			return cs, nil, nil

@@ -238,7 +238,7 @@ func (s *Store) expireCursors(ctx context.Context, work []entry, members map[str
 		return 0, nil
 	}
 	counts := make([]int, len(devices))
-	_, err := s.update(ctx, "expire", devices, func(i int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error) {
+	_, err := s.update(ctx, "expire", devices, true, func(i int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error) {
 		cs, out, hist := tether.ApplyMarks(cs, devices[i], marks[devices[i]], now)
 		counts[i] = out.Expired
 		return cs, hist, nil

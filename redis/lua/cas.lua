@@ -4,15 +4,18 @@
 -- ARGV: the cursors read ('' for none), the new cursors ('' to delete),
 -- then 3 values per history range: index of its key in KEYS, score,
 -- member.
--- Returns {1, ''} when written, {0, the current cursors} when they changed
--- meanwhile (nothing written).
+-- Returns {1, ''} when written (or when the new cursors are the ones
+-- read), {0, the current cursors} when they changed meanwhile (nothing
+-- written).
 local cur = redis.call('GET', KEYS[1]) or ''
 if cur ~= ARGV[1] then
   return {0, cur}
 end
 if ARGV[2] == '' then
-  redis.call('DEL', KEYS[1])
-else
+  if cur ~= '' then
+    redis.call('DEL', KEYS[1])
+  end
+elseif ARGV[2] ~= cur then
   redis.call('SET', KEYS[1], ARGV[2])
 end
 for i = 3, #ARGV, 3 do

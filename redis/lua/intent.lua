@@ -7,13 +7,11 @@
 -- already recorded under its id (a retried publish, or a conflict).
 local out = {}
 for i = 1, #ARGV, 3 do
-  local old = redis.call('HGET', KEYS[2], ARGV[i])
-  if old then
-    out[#out + 1] = old
-  else
-    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then
     redis.call('ZADD', KEYS[1], 0, ARGV[i + 1])
     out[#out + 1] = ''
+  else
+    out[#out + 1] = redis.call('HGET', KEYS[2], ARGV[i])
   end
 end
 return out

@@ -1,0 +1,240 @@
+package redis_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tetherpush/tether"
+	"github.com/tetherpush/tether/internal/redistest"
+	"github.com/tetherpush/tether/redis"
+)
+
+// The benchmarks run the store calls the hub makes for a workload against
+// a redis-server of their own (appendonly yes, appendfsync everysec, as in
+// production) and report, besides deliveries per second, the Redis CPU
+// each delivery cost: the server's main thread (INFO cpu), and the time
+// spent inside commands (INFO commandstats), per delivery acked.
+//
+//	go test -run '^$' -bench . -benchtime 200000x ./redis/
+
+// redisCPU is a sample of a server's CPU counters.
+type redisCPU struct {
+	main time.Duration // used_cpu_user_main_thread + used_cpu_sys_main_thread
+	cmds time.Duration // the usec of every command of INFO commandstats
+	per  map[string]time.Duration
+}
+
+// sampleCPU reads srv's CPU counters.
+func sampleCPU(tb testing.TB, srv *redistest.Server) redisCPU {
+	tb.Helper()
+	out := redisCPU{per: map[string]time.Duration{}}
+	for _, line := range strings.Split(srv.MustDo("INFO", "cpu"), "\n") {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+		if k == "used_cpu_user_main_thread" || k == "used_cpu_sys_main_thread" {
+			f, _ := strconv.ParseFloat(v, 64)
+			out.main += time.Duration(f * float64(time.Second))
+		}
+	}
+	for _, line := range strings.Split(srv.MustDo("INFO", "commandstats"), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(k, "cmdstat_") {
+			continue
+		}
+		for _, f := range strings.Split(v, ",") {
+			if us, ok := strings.CutPrefix(f, "usec="); ok {
+				n, _ := strconv.ParseInt(us, 10, 64)
+				out.per[strings.TrimPrefix(k, "cmdstat_")] = time.Duration(n) * time.Microsecond
+				out.cmds += time.Duration(n) * time.Microsecond
+			}
+		}
+	}
+	return out
+}
+
+// reportCPU reports the Redis CPU per delivery between before and after,
+// and logs the commands that took it.
+func reportCPU(b *testing.B, srv *redistest.Server, before redisCPU, deliveries int64) {
+	after := sampleCPU(b, srv)
+	per := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 / float64(deliveries) }
+	b.ReportMetric(float64(deliveries)/b.Elapsed().Seconds(), "deliveries/s")
+	b.ReportMetric(per(after.main-before.main), "redis-cpu-µs/delivery")
+	b.ReportMetric(per(after.cmds-before.cmds), "redis-cmd-µs/delivery")
+	var parts []string
+	for name, d := range after.per {
+		if d -= before.per[name]; d > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.2f", name, per(d)))
+		}
+	}
+	b.Logf("%d deliveries; command µs per delivery: %s", deliveries, strings.Join(parts, ", "))
+}
+
+// benchServer starts a server configured as in production and a store on
+// it.
+func benchServer(b *testing.B) (*redistest.Server, *redis.Store) {
+	srv := redistest.Start(b, "--appendonly", "yes", "--appendfsync", "everysec")
+	return srv, MustOpen(b, redis.Options{URL: srv.URL(), Prefix: "bench"})
+}
+
+// benchMessage returns message n to target.
+func benchMessage(n int64, target tether.Target, at time.Time) *tether.Message {
+	return &tether.Message{ID: fmt.Sprintf("01JB%014d", n), Target: target, Data: json.RawMessage(`{"order":12345,"total":"42.00"}`),
+		PublishedAt: at, ExpiresAt: at.Add(time.Hour)}
+}
+
+// BenchmarkGroupCycle is the group workload of issue 9: 1,000 devices in
+// 10 groups of 100. Each group's worker publishes batch messages to its
+// group, one per Publish call (as many HTTP requests do), reads them once
+// (the hub reads a group's log once per node), and commits every member's
+// acks of them in one Commit of 100 changes: each device acks in batches
+// of batch messages. b.N counts deliveries acked.
+func BenchmarkGroupCycle(b *testing.B) {
+	for _, batch := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("ackbatch=%d", batch), func(b *testing.B) {
+			const groups, members = 10, 100
+			srv, s := benchServer(b)
+			ctx := context.Background()
+			for g := range groups {
+				for d := range members {
+					if err := s.Join(ctx, fmt.Sprintf("pos-%d-%d", g, d), []string{fmt.Sprintf("shop-%d", g)}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			var next, delivered atomic.Int64
+			rounds := (b.N + groups*members*batch - 1) / (groups * members * batch)
+			before := sampleCPU(b, srv)
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			for g := range groups {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range rounds {
+						n, err := groupRound(s, g, members, batch, &next)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						delivered.Add(int64(n))
+					}
+				}()
+			}
+			wg.Wait()
+			b.StopTimer()
+			reportCPU(b, srv, before, delivered.Load())
+		})
+	}
+}
+
+// groupRound is one round of group g's worker in BenchmarkGroupCycle. It
+// returns the deliveries acked.
+func groupRound(s *redis.Store, g, members, batch int, next *atomic.Int64) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	target := tether.GroupTarget(fmt.Sprintf("shop-%d", g))
+	now := time.Now()
+	var first uint64
+	for i := range batch {
+		res, err := s.Publish(ctx, []*tether.Message{benchMessage(next.Add(1), target, now)})
+		if err != nil {
+			return 0, err
+		}
+		if res[0].Recipients != members {
+			return 0, fmt.Errorf("publish to %s: %d recipients, want %d", target, res[0].Recipients, members)
+		}
+		if i == 0 {
+			first = res[0].Seq
+		}
+	}
+	es, err := s.Read(ctx, []tether.ReadRequest{{Source: target, After: first - 1, Limit: batch}})
+	if err != nil {
+		return 0, err
+	}
+	marks := make([]tether.Mark, 0, len(es[0]))
+	for _, e := range es[0] {
+		marks = append(marks, tether.Mark{Source: target, Seq: e.Seq, State: tether.StateAcked, Attempts: 1})
+	}
+	changes := make([]tether.Change, members)
+	for d := range changes {
+		changes[d] = tether.Change{Device: fmt.Sprintf("pos-%d-%d", g, d), At: now, Marks: marks}
+	}
+	res, err := s.Commit(ctx, changes)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range res {
+		n += r.Acked
+	}
+	if n != members*batch {
+		return 0, fmt.Errorf("commit of %s: %d acked, want %d", target, n, members*batch)
+	}
+	return n, nil
+}
+
+// BenchmarkDirect is the direct workload of issue 9: 10,000 devices, 32
+// publishers each publishing batches of 100 messages to 100 devices, each
+// message acked by its device in a Commit of the batch's 100 changes (the
+// hub hands messages published on its node to the sessions there without
+// reading them back). b.N counts deliveries acked.
+func BenchmarkDirect(b *testing.B) {
+	const devices, batch, writers = 10_000, 100, 32
+	srv, s := benchServer(b)
+	var next, delivered atomic.Int64
+	before := sampleCPU(b, srv)
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for delivered.Add(batch) <= int64(b.N)+batch-1 {
+				if err := directRound(s, devices, batch, &next); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	reportCPU(b, srv, before, next.Load())
+}
+
+// directRound publishes one batch of BenchmarkDirect and commits its acks.
+func directRound(s *redis.Store, devices, batch int, next *atomic.Int64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	now := time.Now()
+	msgs := make([]*tether.Message, batch)
+	for i := range msgs {
+		n := next.Add(1)
+		msgs[i] = benchMessage(n, tether.DeviceTarget(fmt.Sprintf("pos-%d", n%int64(devices))), now)
+	}
+	res, err := s.Publish(ctx, msgs)
+	if err != nil {
+		return err
+	}
+	changes := make([]tether.Change, batch)
+	for i, m := range msgs {
+		changes[i] = tether.Change{Device: m.Target.ID, At: now,
+			Marks: []tether.Mark{{Source: m.Target, Seq: res[i].Seq, State: tether.StateAcked, Attempts: 1}}}
+	}
+	out, err := s.Commit(ctx, changes)
+	if err != nil {
+		return err
+	}
+	for i, r := range out {
+		if r.Acked != 1 {
+			return fmt.Errorf("commit of %s: %d acked, want 1", changes[i].Device, r.Acked)
+		}
+	}
+	return nil
+}
