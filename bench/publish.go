@@ -56,7 +56,10 @@ func newPublisher(n *node, cfg Config, run string, onAccepted func(int)) *publis
 }
 
 // run publishes rate × d messages, message k falling due k/rate seconds
-// after p.start, then waits for the requests under way.
+// after p.start, then waits for the requests under way. It issues nothing
+// after d: when the node is slower than the rate, what it could not take
+// in d is left out (and the achieved rate shows it), so that publishing
+// never runs past its time.
 func (p *publisher) run(ctx context.Context, d time.Duration) {
 	total := int(float64(p.rate) * d.Seconds())
 	due := func() int { // messages due by now
@@ -65,7 +68,8 @@ func (p *publisher) run(ctx context.Context, d time.Duration) {
 	sem := make(chan struct{}, p.publishers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for issued := 0; issued < total; {
+	end := p.start.Add(d)
+	for issued := 0; issued < total && time.Now().Before(end); {
 		// With a fixed batch, wait until a whole one is due (or the last).
 		want := issued + 1
 		if p.batch > 0 {
@@ -81,6 +85,10 @@ func (p *publisher) run(ctx context.Context, d time.Duration) {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
+			return
+		}
+		if !time.Now().Before(end) {
+			<-sem
 			return
 		}
 		// Messages that fell due while waiting for a slot join this batch.

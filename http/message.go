@@ -27,6 +27,10 @@ type publishAnswer struct {
 }
 
 func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
+	if err := s.hub.AdmitPublish(); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
 	var req publishRequest
 	if err := s.decodeBody(w, r, int64(s.cfg.MaxMessageBytes)+16<<10, &req); err != nil {
 		writeError(w, r, s.log, err)
@@ -55,6 +59,10 @@ func answerOf(r tether.PublishResult) publishAnswer {
 }
 
 func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
+	if err := s.hub.AdmitPublish(); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
 	var req struct {
 		Messages []publishRequest `json:"messages"`
 	}

@@ -9,8 +9,12 @@ import (
 	"github.com/tetherpush/tether"
 )
 
-// commitBatch is the most sessions one Commit carries.
-const commitBatch = 1024
+// commitBatch is the most sessions one Commit carries. Commits are made
+// one after another and a transaction costs far less per session when it
+// is large, so the cap is high: at 1,024, the acks of 10,000 busy devices
+// queued behind each other until the commit queue's age alone made the
+// node refuse publishes.
+const commitBatch = 16384
 
 // commitLoop commits the marks (sends, acks, dead) of many sessions in one
 // store call: while one Commit is under way, the marks made meanwhile

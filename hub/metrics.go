@@ -54,7 +54,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DeliveryLag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tether_delivery_lag_seconds", Help: "Age of the oldest work the node has not done (a session waiting for a worker, a store read or commit, a publish's store write); publishes are refused past a quarter of --max-delivery-lag."}),
 		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tether_publishes_refused_total", Help: "Messages refused at once with 503, by reason: overloaded, unavailable (the store is down)."}, []string{"reason"}),
+			Name: "tether_publishes_refused_total", Help: "Publish requests refused at once with 503, before their body is read, by reason: overloaded, unavailable (the store is down)."}, []string{"reason"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.Published, m.Deliveries, m.Acks, m.Redeliveries,

@@ -7,13 +7,23 @@ import (
 	"github.com/tetherpush/tether"
 )
 
+// AdmitPublish returns the error a publish request must be refused with now (503
+// overloaded or unavailable), or nil; the HTTP API asks before it reads a
+// request's body, so that refusing costs next to nothing.
+func (h *Hub) AdmitPublish() error {
+	err := h.health.admit()
+	if err != nil {
+		h.m.Refused.WithLabelValues(tether.ErrorCode(err)).Inc()
+	}
+	return err
+}
+
 // Publish stores msgs and hands each to the sessions here that read its
 // log; in a fleet, the nodes of devices not connected here are told. A
 // node that is overloaded or whose store is known to be down refuses at
 // once, before the store is asked (SPEC section 3 "Overload").
 func (h *Hub) Publish(ctx context.Context, msgs []*tether.Message) ([]tether.PublishResult, error) {
-	if err := h.health.admit(); err != nil {
-		h.m.Refused.WithLabelValues(tether.ErrorCode(err)).Add(float64(len(msgs)))
+	if err := h.AdmitPublish(); err != nil {
 		return nil, err
 	}
 	start := time.Now()
