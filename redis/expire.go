@@ -11,6 +11,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/tetherpush/tether"
+	"github.com/tetherpush/tether/internal/ledger"
 )
 
 // trimEvery is how far a log's oldest retained position must move before
@@ -20,22 +21,28 @@ const trimEvery = 1024
 
 // Expire settles as expired the unsettled deliveries of messages that
 // expired at or before now, and purges messages that expired before
-// purgeBefore, at most limit messages per call, oldest expiry first.
-// EInvalid for a limit below 1. See tether.Store.
+// purgeBefore, at most limit messages per call, the oldest expiry of each
+// bucket first. EInvalid for a limit below 1. See tether.Store.
 //
-// Five round trips, each one pipeline, in an order that a failure at any
-// point only delays (the next call finds the same bucket entries and
-// redoes the rest; every step is idempotent, and a delivery counts as
-// expired only when its cursor settles it):
+// Five round trips, each one pipeline (one more when the work is spread
+// unevenly over the buckets, and one or two more when a purge makes a
+// group's log due for trimming, once every trimEvery positions), in an
+// order that a failure at any point only delays (the next call finds the
+// same bucket entries and redoes the rest; every step is idempotent, and
+// a delivery counts as expired only when its cursor settles it):
 //
 //  1. scan every expiry bucket for due messages and messages due for
 //     purging (one read-only script per bucket);
-//  2. their positions, from their logs' ids hashes, and the membership
-//     of their groups;
+//  2. their positions, from their logs' ids hashes, the membership of the
+//     groups with messages to settle, and the newest position of the
+//     logs with messages to purge;
 //  3. settle the due ones as expired in the cursors of the devices they
-//     are addressed to (compare-and-set, one script per device);
-//  4. purge the messages due for purging from their logs (one script per
-//     log), and trim history and spans where enough was purged;
+//     are addressed to that have not settled them: the cursors are read
+//     (but for those the store has seen settle them), and only those that
+//     change are written (compare-and-set, one script per device);
+//  4. purge the messages due for purging from their logs (plain commands;
+//     a script for idempotency entries), and trim the logs that lost
+//     enough (a script per log, then the members of a group's log);
 //  5. only then move the bucket entries to gc, or drop them (one script
 //     per bucket).
 func (s *Store) Expire(ctx context.Context, now, purgeBefore time.Time, limit int) (int, bool, error) {
@@ -45,15 +52,9 @@ func (s *Store) Expire(ctx context.Context, now, purgeBefore time.Time, limit in
 	if err := s.check(ctx, "expire"); err != nil {
 		return 0, false, err
 	}
-	due, gc, err := s.scan(ctx, now.UnixNano(), purgeBefore.UnixNano(), limit)
+	due, gc, more, err := s.scan(ctx, now.UnixNano(), purgeBefore.UnixNano(), limit)
 	if err != nil {
 		return 0, false, err
-	}
-	more := false
-	if len(due) > limit {
-		due, gc, more = due[:limit], nil, true
-	} else if left := limit - len(due); len(gc) > left {
-		gc, more = gc[:left], true
 	}
 	purgeN := purgeBefore.UnixNano()
 	for i := range due {
@@ -67,15 +68,15 @@ func (s *Store) Expire(ctx context.Context, now, purgeBefore time.Time, limit in
 	if len(work) == 0 {
 		return 0, more, nil
 	}
-	members, err := s.positions(ctx, work)
+	ls, err := s.positions(ctx, work)
 	if err != nil {
 		return 0, false, err
 	}
-	expired, err := s.expireCursors(ctx, work, members, now)
+	expired, err := s.expireCursors(ctx, work, ls, now)
 	if err != nil {
 		return 0, false, err
 	}
-	if err := s.purge(ctx, work, members); err != nil {
+	if err := s.purge(ctx, work, ls); err != nil {
 		return 0, false, err
 	}
 	if err := s.finish(ctx, work); err != nil {
@@ -97,36 +98,93 @@ type entry struct {
 	purge     bool   // purge it
 }
 
-// scan is Expire's first round trip: the first limit+1 due entries and
-// entries due for purging of every bucket, each list merged in expiry
-// order.
-func (s *Store) scan(ctx context.Context, nowN, purgeN int64, limit int) (due, gc []entry, err error) {
-	calls := make([]call, expiryBuckets)
-	dueBound, gcBound, n := timeKey(nowN+1), timeKey(purgeN), strconv.Itoa(limit+1)
-	for i := range calls {
-		b := s.k.bucket(i)
-		calls[i] = scriptCall(scriptScan, []string{b.due, b.gc, b.meta}, dueBound, gcBound, n)
+// scan is Expire's first round trip: the due entries (at most limit) and
+// then, with what is left of limit, the entries due for purging, each list
+// in expiry order within a bucket, and whether more work remains. Each
+// bucket is asked for a share of limit; only when that leaves the call
+// short of limit while some bucket had more, those buckets are asked
+// again for up to limit+1 (a second round trip).
+func (s *Store) scan(ctx context.Context, nowN, purgeN int64, limit int) (due, gc []entry, more bool, err error) {
+	share := min(limit+1, (limit+expiryBuckets)/expiryBuckets*5/4+1)
+	got := make([]scanned, expiryBuckets)
+	all := make([]int, expiryBuckets)
+	for i := range all {
+		all[i] = i
 	}
-	res, err := s.roundTrip(ctx, "expire", calls)
-	if err != nil {
-		return nil, nil, err
+	if err := s.scanBuckets(ctx, all, timeKey(nowN+1), timeKey(purgeN), share, got); err != nil {
+		return nil, nil, false, err
 	}
-	for i, r := range res {
-		lists, err := r.ToArray()
-		if err != nil || len(lists) != 2 {
-			return nil, nil, fmt.Errorf("redis expire: scan of bucket %d: unexpected answer: %v", i, err)
+	nDue, nGC, dueCut, gcCut := tally(got)
+	if (nDue <= limit && len(dueCut) > 0) || (nDue+nGC <= limit && len(gcCut) > 0) {
+		again := slices.Compact(slices.Sorted(slices.Values(append(dueCut, gcCut...))))
+		if err := s.scanBuckets(ctx, again, timeKey(nowN+1), timeKey(purgeN), limit+1, got); err != nil {
+			return nil, nil, false, err
 		}
-		d, err1 := entries(i, lists[0])
-		g, err2 := entries(i, lists[1])
-		if err1 != nil || err2 != nil {
-			return nil, nil, fmt.Errorf("redis expire: scan of bucket %d: %w", i, errCorrupt)
-		}
-		due, gc = append(due, d...), append(gc, g...)
+		nDue, nGC, dueCut, gcCut = tally(got)
+	}
+	for _, g := range got {
+		due, gc = append(due, g.due...), append(gc, g.gc...)
 	}
 	byMember := func(a, b entry) int { return strings.Compare(a.member, b.member) }
 	slices.SortFunc(due, byMember)
 	slices.SortFunc(gc, byMember)
-	return due, gc, nil
+	left := limit - len(due)
+	if left <= 0 {
+		return due[:limit], nil, left < 0 || len(gc) > 0 || len(dueCut)+len(gcCut) > 0, nil
+	}
+	if len(gc) > left {
+		return due, gc[:left], true, nil
+	}
+	return due, gc, len(dueCut)+len(gcCut) > 0, nil
+}
+
+// scanned is what scan found in one bucket: due entries, entries due for
+// purging, and whether the bucket has more of each than it answered.
+type scanned struct {
+	due, gc       []entry
+	dueCut, gcCut bool
+}
+
+// tally counts what scan found and lists the buckets that have more.
+func tally(got []scanned) (nDue, nGC int, dueCut, gcCut []int) {
+	for i, g := range got {
+		nDue, nGC = nDue+len(g.due), nGC+len(g.gc)
+		if g.dueCut {
+			dueCut = append(dueCut, i)
+		}
+		if g.gcCut {
+			gcCut = append(gcCut, i)
+		}
+	}
+	return nDue, nGC, dueCut, gcCut
+}
+
+// scanBuckets runs the scan script of each of buckets, asking for n
+// entries of each list, into got.
+func (s *Store) scanBuckets(ctx context.Context, buckets []int, dueBound, gcBound string, n int, got []scanned) error {
+	calls := make([]call, len(buckets))
+	for j, i := range buckets {
+		b := s.k.bucket(i)
+		calls[j] = scriptCall(scriptScan, []string{b.due, b.gc, b.meta}, dueBound, gcBound, strconv.Itoa(n))
+	}
+	res, err := s.roundTrip(ctx, "expire", calls)
+	if err != nil {
+		return err
+	}
+	for j, r := range res {
+		i := buckets[j]
+		lists, err := r.ToArray()
+		if err != nil || len(lists) != 2 {
+			return fmt.Errorf("redis expire: scan of bucket %d: unexpected answer: %v", i, err)
+		}
+		d, err1 := entries(i, lists[0])
+		g, err2 := entries(i, lists[1])
+		if err1 != nil || err2 != nil {
+			return fmt.Errorf("redis expire: scan of bucket %d: %w", i, errCorrupt)
+		}
+		got[i] = scanned{due: d, gc: g, dueCut: len(d) == n, gcCut: len(g) == n}
+	}
+	return nil
 }
 
 // entries decodes a flat list of member, meta.
@@ -156,74 +214,122 @@ func entries(bucket int, m rueidis.RedisMessage) ([]entry, error) {
 }
 
 // positions is Expire's second round trip: the position of each message
-// in its log (HMGET of the log's ids) and the spans of every device of
-// each group concerned (HGETALL of its membership index).
-func (s *Store) positions(ctx context.Context, work []entry) (map[string]map[string]string, error) {
-	byLog := map[tether.Target][]int{}
-	var logs []tether.Target
+// in its log (HMGET of the log's ids), the spans of every device of each
+// group with messages to settle (HGETALL of its membership index), and
+// the newest position of each log with messages to purge.
+func (s *Store) positions(ctx context.Context, work []entry) (logs, error) {
+	var ls logs
+	ls.index = map[tether.Target]int{}
 	for i, e := range work {
 		if e.target.ID == "" {
 			continue
 		}
-		if byLog[e.target] == nil {
-			logs = append(logs, e.target)
+		j, ok := ls.index[e.target]
+		if !ok {
+			j = len(ls.all)
+			ls.index[e.target] = j
+			ls.all = append(ls.all, logWork{target: e.target})
 		}
-		byLog[e.target] = append(byLog[e.target], i)
+		l := &ls.all[j]
+		l.work = append(l.work, i)
+		l.expire = l.expire || e.expire
+		l.purge = l.purge || e.purge
 	}
 	var calls []call
-	var groups []string
-	for _, t := range logs {
-		lk := s.k.log(t)
-		var ids []string
-		for _, i := range byLog[t] {
-			ids = append(ids, work[i].id)
+	for _, l := range ls.all {
+		lk := s.k.log(l.target)
+		ids := make([]string, len(l.work))
+		for k, i := range l.work {
+			ids[k] = work[i].id
 		}
 		calls = append(calls, plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Hmget().Key(lk.ids).Field(ids...).Build() }))
-		if t.Kind == tether.KindGroup {
-			groups = append(groups, t.ID)
+		if l.target.Kind == tether.KindGroup && l.expire {
 			calls = append(calls, plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Hgetall().Key(lk.mem).Build() }))
+		}
+		if l.purge {
+			calls = append(calls, plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Get().Key(lk.seq).Build() }))
 		}
 	}
 	res, err := s.roundTrip(ctx, "expire", calls)
 	if err != nil {
+		return logs{}, err
+	}
+	for j := range ls.all {
+		if res, err = ls.all[j].found(work, res); err != nil {
+			return logs{}, fmt.Errorf("redis expire: %w", err)
+		}
+	}
+	return ls, nil
+}
+
+// logs is what Expire knows of the logs of its work.
+type logs struct {
+	all   []logWork
+	index map[tether.Target]int
+}
+
+// members returns the spans of each device in group t, as positions read
+// them (nil when they were not read).
+func (ls logs) members(t tether.Target) map[string]string {
+	if j, ok := ls.index[t]; ok {
+		return ls.all[j].members
+	}
+	return nil
+}
+
+// logWork is one log of Expire's work.
+type logWork struct {
+	target        tether.Target
+	work          []int // indexes of its entries in the work
+	expire, purge bool  // some of them to settle, to purge
+	members       map[string]string
+	last          uint64
+}
+
+// found takes the answers positions asked about l off the front of res
+// and returns the rest: the entries' positions go into work.
+func (l *logWork) found(work []entry, res []rueidis.RedisResult) ([]rueidis.RedisResult, error) {
+	vals, err := res[0].ToArray()
+	if err != nil {
 		return nil, err
 	}
-	members := map[string]map[string]string{}
-	j := 0
-	for _, t := range logs {
-		vals, err := res[j].ToArray()
-		j++
-		if err != nil {
-			return nil, fmt.Errorf("redis expire: %w", err)
-		}
-		for k, i := range byLog[t] {
-			if v, err := vals[k].ToString(); err == nil {
-				if work[i].seq, _, err = parseIDs(v); err != nil {
-					return nil, fmt.Errorf("redis expire: %w", err)
-				}
+	res = res[1:]
+	for k, i := range l.work {
+		if v, err := vals[k].ToString(); err == nil {
+			if work[i].seq, _, err = parseIDs(v); err != nil {
+				return nil, err
 			}
-		}
-		if t.Kind == tether.KindGroup {
-			if members[t.ID], err = res[j].AsStrMap(); err != nil {
-				return nil, fmt.Errorf("redis expire: %w", err)
-			}
-			j++
 		}
 	}
-	return members, nil
+	if l.target.Kind == tether.KindGroup && l.expire {
+		if l.members, err = res[0].AsStrMap(); err != nil {
+			return nil, err
+		}
+		res = res[1:]
+	}
+	if l.purge {
+		if l.last, err = lastOf(res[0]); err != nil {
+			return nil, err
+		}
+		res = res[1:]
+	}
+	return res, nil
 }
 
 // expireCursors is Expire's third round trip: each due message is settled
-// as expired in the cursors of the devices it is addressed to. It returns
-// how many deliveries became expired.
-func (s *Store) expireCursors(ctx context.Context, work []entry, members map[string]map[string]string, now time.Time) (int, error) {
+// as expired in the cursors of the devices it is addressed to. Devices
+// whose cursors the store has seen settle all of their marks are skipped
+// (a settled position stays settled, or becomes one its cursor no longer
+// addresses); the others' cursors are read and written when they change.
+// It returns how many deliveries became expired.
+func (s *Store) expireCursors(ctx context.Context, work []entry, ls logs, now time.Time) (int, error) {
 	marks := map[string][]tether.Mark{}
 	var devices []string
 	for _, e := range work {
 		if !e.expire || e.seq == 0 {
 			continue
 		}
-		ds, err := addressed(e.target, e.seq, members[e.target.ID])
+		ds, err := addressed(e.target, e.seq, ls.members(e.target))
 		if err != nil {
 			return 0, fmt.Errorf("redis expire: %w", err)
 		}
@@ -234,6 +340,7 @@ func (s *Store) expireCursors(ctx context.Context, work []entry, members map[str
 			marks[d] = append(marks[d], tether.Mark{Source: e.target, Seq: e.seq, State: tether.StateExpired})
 		}
 	}
+	devices = slices.DeleteFunc(devices, func(d string) bool { return s.settledInCache(d, marks[d]) })
 	if len(devices) == 0 {
 		return 0, nil
 	}
@@ -253,95 +360,163 @@ func (s *Store) expireCursors(ctx context.Context, work []entry, members map[str
 	return n, nil
 }
 
-// purge is Expire's fourth round trip: the messages due for purging leave
-// their logs, with their ids and idempotency entries; then the logs that
-// lost enough are trimmed.
-func (s *Store) purge(ctx context.Context, work []entry, members map[string]map[string]string) error {
-	byLog := map[tether.Target][]string{}
-	var logs []tether.Target
-	for _, e := range work {
-		if !e.purge || e.seq == 0 {
-			continue
+// settledInCache reports whether the cached cursors of device settle
+// every position of marks. A cursor the cache lacks proves nothing: the
+// device may have joined the group since.
+func (s *Store) settledInCache(device string, marks []tether.Mark) bool {
+	blob, ok := s.cache.get(device)
+	if !ok || blob == "" {
+		return false
+	}
+	cs, err := ledger.DecodeCursors([]byte(blob))
+	if err != nil {
+		return false
+	}
+	for _, m := range marks {
+		i := tether.FindCursor(cs, m.Source)
+		if i < 0 || !cs[i].IsSettled(m.Seq) {
+			return false
 		}
-		if byLog[e.target] == nil {
-			logs = append(logs, e.target)
-		}
-		byLog[e.target] = append(byLog[e.target], strconv.FormatUint(e.seq, 10), e.id, e.clientID)
 	}
-	if len(logs) == 0 {
-		return nil
-	}
-	calls := make([]call, 0, len(logs))
-	for _, t := range logs {
-		lk := s.k.log(t)
-		calls = append(calls, scriptCall(scriptPurge, []string{lk.log, lk.ids, lk.idem}, byLog[t]...))
-	}
-	if _, err := s.roundTrip(ctx, "expire", calls); err != nil {
-		return err
-	}
-	return s.trim(ctx, logs, members)
+	return true
 }
 
-// trim drops, for each log, the history ranges and membership spans that
-// only purged messages needed, once its oldest retained position moved
-// trimEvery past the last trim (or the log is empty): two round trips.
-func (s *Store) trim(ctx context.Context, logs []tether.Target, members map[string]map[string]string) error {
-	calls := make([]call, 0, 3*len(logs))
-	for _, t := range logs {
-		lk := s.k.log(t)
-		calls = append(calls,
-			plainCall(func(b rueidis.Builder) rueidis.Completed {
-				return b.Zrange().Key(lk.log).Min("0").Max("0").Withscores().Build()
-			}),
-			plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Get().Key(lk.seq).Build() }),
-			plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Get().Key(lk.trim).Build() }))
+// purge is Expire's fourth round trip: the messages due for purging leave
+// their logs with their ids, by plain commands (one ZREMRANGEBYSCORE per
+// run of consecutive positions, one HDEL per log), and their idempotency
+// entries when these still point to them (the unidem script, for messages
+// with a client id). A log whose purge passed a multiple of trimEvery or
+// its newest position is checked for trimming (the trim script, which
+// trims a device's history itself); then the members of the group logs it
+// trimmed are trimmed too (see trimGroups).
+func (s *Store) purge(ctx context.Context, work []entry, ls logs) error {
+	var calls []call
+	var checked []int // index in calls of each trim script, by log
+	var trimmed []tether.Target
+	for _, l := range ls.all {
+		var seqs []uint64
+		var ids, idem []string
+		check := false
+		for _, i := range l.work {
+			e := work[i]
+			if !e.purge || e.seq == 0 {
+				continue
+			}
+			seqs, ids = append(seqs, e.seq), append(ids, e.id)
+			if e.clientID != "" {
+				idem = append(idem, e.clientID, e.id)
+			}
+			check = check || e.seq%trimEvery == 0 || e.seq >= l.last
+		}
+		if len(seqs) == 0 {
+			continue
+		}
+		lk := s.k.log(l.target)
+		for _, r := range runs(seqs) {
+			from, to := strconv.FormatUint(r.From, 10), strconv.FormatUint(r.To, 10)
+			calls = append(calls, plainCall(func(b rueidis.Builder) rueidis.Completed {
+				return b.Zremrangebyscore().Key(lk.log).Min(from).Max(to).Build()
+			}))
+		}
+		calls = append(calls, plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Hdel().Key(lk.ids).Field(ids...).Build() }))
+		if len(idem) > 0 {
+			calls = append(calls, scriptCall(scriptUnidem, []string{lk.idem}, idem...))
+		}
+		if check {
+			keys := []string{lk.log, lk.seq, lk.trim}
+			if l.target.Kind == tether.KindDevice {
+				keys = append(keys, s.k.hist(l.target.ID, l.target))
+			}
+			checked, trimmed = append(checked, len(calls)), append(trimmed, l.target)
+			calls = append(calls, scriptCall(scriptTrim, keys, strconv.Itoa(trimEvery)))
+		}
 	}
 	res, err := s.roundTrip(ctx, "expire", calls)
 	if err != nil {
 		return err
 	}
-	calls = calls[:0]
-	for i, t := range logs {
-		last, err1 := lastOf(res[3*i+1])
-		trimmed, err2 := lastOf(res[3*i+2])
-		if err1 != nil || err2 != nil {
-			return fmt.Errorf("redis expire: trim of %s: %w", t, errCorrupt)
+	oldest := map[tether.Target]uint64{}
+	for j, c := range checked {
+		v, _ := res[c].ToString()
+		at, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("redis expire: trim of %s answered %q: %w", trimmed[j], clip(v), errCorrupt)
 		}
-		oldest := last + 1
-		if zs, err := res[3*i].AsZScores(); err == nil && len(zs) == 1 {
-			oldest = uint64(zs[0].Score)
+		if at != 0 {
+			oldest[trimmed[j]] = at
 		}
-		if oldest-min(trimmed, oldest) < trimEvery && oldest <= last {
-			continue
-		}
-		calls = append(calls, s.trimCalls(t, oldest, members[t.ID])...)
 	}
-	_, err = s.roundTrip(ctx, "expire", calls)
-	return err
+	return s.trimGroups(ctx, oldest, ls)
 }
 
-// trimCalls returns the commands that trim log t below oldest.
-func (s *Store) trimCalls(t tether.Target, oldest uint64, members map[string]string) []call {
-	lk := s.k.log(t)
-	below, at := "("+strconv.FormatUint(oldest, 10), strconv.FormatUint(oldest, 10)
-	devices := []string{t.ID}
-	if t.Kind == tether.KindGroup {
-		devices = devices[:0]
-		for d := range members {
-			devices = append(devices, d)
+// runs returns seqs, sorted, as runs of consecutive positions.
+func runs(seqs []uint64) []tether.Span {
+	slices.Sort(seqs)
+	var out []tether.Span
+	for _, q := range seqs {
+		if n := len(out); n > 0 && out[n-1].To+1 >= q {
+			out[n-1].To = max(out[n-1].To, q)
+			continue
+		}
+		out = append(out, tether.Span{From: q, To: q})
+	}
+	return out
+}
+
+// trimGroups trims the members of each group log of oldest below its
+// position there: their history ranges and their spans in the group. One
+// round trip, after one more for the groups whose membership positions did
+// not read; once every trimEvery positions of a group's log.
+func (s *Store) trimGroups(ctx context.Context, oldest map[tether.Target]uint64, ls logs) error {
+	if len(oldest) == 0 {
+		return nil
+	}
+	members := map[tether.Target]map[string]string{}
+	var unread []tether.Target
+	for t := range oldest {
+		if members[t] = ls.members(t); members[t] == nil {
+			unread = append(unread, t)
+		}
+	}
+	if len(unread) > 0 {
+		calls := make([]call, len(unread))
+		for i, t := range unread {
+			key := s.k.log(t).mem
+			calls[i] = plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Hgetall().Key(key).Build() })
+		}
+		res, err := s.roundTrip(ctx, "expire", calls)
+		if err != nil {
+			return err
+		}
+		for i, t := range unread {
+			if members[t], err = res[i].AsStrMap(); err != nil {
+				return fmt.Errorf("redis expire: members of %s: %w", t, err)
+			}
 		}
 	}
 	var calls []call
-	for _, d := range devices {
-		hk := s.k.hist(d, t)
-		calls = append(calls, plainCall(func(b rueidis.Builder) rueidis.Completed {
-			return b.Zremrangebyscore().Key(hk).Min("-inf").Max(below).Build()
-		}))
-		if t.Kind == tether.KindGroup {
-			calls = append(calls, scriptCall(scriptMember, []string{lk.seq, lk.mem, lk.members}, d, "t", at))
-		}
+	for t, at := range oldest {
+		calls = append(calls, s.trimCalls(t, at, members[t])...)
 	}
-	return append(calls, plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Set().Key(lk.trim).Value(at).Build() }))
+	_, err := s.roundTrip(ctx, "expire", calls)
+	return err
+}
+
+// trimCalls returns the commands that trim the members of group log t
+// below oldest: their history ranges and their spans in the group.
+func (s *Store) trimCalls(t tether.Target, oldest uint64, members map[string]string) []call {
+	lk := s.k.log(t)
+	below, at := "("+strconv.FormatUint(oldest, 10), strconv.FormatUint(oldest, 10)
+	calls := make([]call, 0, 2*len(members))
+	for d := range members {
+		hk := s.k.hist(d, t)
+		calls = append(calls,
+			plainCall(func(b rueidis.Builder) rueidis.Completed {
+				return b.Zremrangebyscore().Key(hk).Min("-inf").Max(below).Build()
+			}),
+			scriptCall(scriptMember, []string{lk.seq, lk.mem, lk.members}, d, "t", at))
+	}
+	return calls
 }
 
 // finish is Expire's last round trip: one finish script per bucket moves

@@ -83,3 +83,97 @@ func calls(stats, command string) int {
 	}
 	return n
 }
+
+// TestPurgeTrims: once a log is purged empty, the history the devices
+// kept of it and the closed membership spans of its group are dropped.
+func TestPurgeTrims(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := Open(ctx, Options{URL: srv.URL(), Prefix: "trim"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, d := range []string{"a", "b"} {
+		if err := s.Join(ctx, d, []string{"shop"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	group, own := tether.GroupTarget("shop"), tether.DeviceTarget("a")
+	var marks []tether.Mark
+	for i, target := range []tether.Target{group, group, own, own} {
+		m := &tether.Message{ID: fmt.Sprintf("01JT%d", i), Target: target, Data: json.RawMessage(`1`), PublishedAt: now, ExpiresAt: now.Add(time.Minute)}
+		res, err := s.Publish(ctx, []*tether.Message{m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Attempts 1 then 2: two ranges, the first of which goes to history.
+		marks = append(marks, tether.Mark{Source: target, Seq: res[0].Seq, State: tether.StateAcked, Attempts: 1 + i%2})
+	}
+	if _, err := s.Commit(ctx, []tether.Change{{Device: "a", At: now, Marks: marks}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Leave(ctx, "shop", "b"); err != nil {
+		t.Fatal(err)
+	}
+	hists := []string{s.k.hist("a", group), s.k.hist("a", own)}
+	for _, k := range hists {
+		if n := srv.MustDo("ZCARD", k); n != "1" {
+			t.Fatalf("history %s holds %s ranges before the purge, want 1", k, n)
+		}
+	}
+	later := now.Add(2 * time.Minute)
+	if _, more, err := s.Expire(ctx, later, later, 100); err != nil || more {
+		t.Fatalf("Expire: more %v, %v", more, err)
+	}
+	for _, k := range hists {
+		if n := srv.MustDo("EXISTS", k); n != "0" {
+			t.Errorf("history %s still there after its log was purged", k)
+		}
+	}
+	mem := s.k.log(group).mem
+	if v := srv.MustDo("HGET", mem, "b"); v != "" {
+		t.Errorf("spans of b, who left, after the purge: %q, want none", v)
+	}
+	if v := srv.MustDo("HGET", mem, "a"); v != "0:0" {
+		t.Errorf("spans of a, a member, after the purge: %q, want 0:0", v)
+	}
+}
+
+// TestExpireUnevenBuckets: when the due messages are all in one expiry
+// bucket, Expire still handles limit of them per call.
+func TestExpireUnevenBuckets(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := Open(ctx, Options{URL: srv.URL(), Prefix: "uneven"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now()
+	var msgs []*tether.Message
+	for i := 0; len(msgs) < 40; i++ {
+		id := fmt.Sprintf("01JU%d", i)
+		if bucketOf(id) != 3 {
+			continue
+		}
+		msgs = append(msgs, &tether.Message{ID: id, Target: tether.DeviceTarget("pos"), Data: json.RawMessage(`1`),
+			PublishedAt: now, ExpiresAt: now.Add(time.Duration(len(msgs)+1) * time.Second)})
+	}
+	if _, err := s.Publish(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	later := now.Add(time.Hour)
+	for _, want := range []struct {
+		n    int
+		more bool
+	}{{30, true}, {10, false}} {
+		n, more, err := s.Expire(ctx, later, now, 30)
+		if err != nil || n != want.n || more != want.more {
+			t.Errorf("Expire(limit 30) = %d, %v, %v; want %d, %v", n, more, err, want.n, want.more)
+		}
+	}
+}

@@ -22,8 +22,10 @@ var (
 	memberLua string
 	//go:embed lua/cas.lua
 	casLua string
-	//go:embed lua/purge.lua
-	purgeLua string
+	//go:embed lua/unidem.lua
+	unidemLua string
+	//go:embed lua/trim.lua
+	trimLua string
 	//go:embed lua/scan.lua
 	scanLua string
 	//go:embed lua/finish.lua
@@ -35,14 +37,15 @@ var (
 	scriptAppend = newScript(appendLua, false)
 	scriptMember = newScript(memberLua, false)
 	scriptCAS    = newScript(casLua, false)
-	scriptPurge  = newScript(purgeLua, false)
+	scriptUnidem = newScript(unidemLua, false)
+	scriptTrim   = newScript(trimLua, false)
 	scriptScan   = newScript(scanLua, true)
 	scriptFinish = newScript(finishLua, false)
 )
 
 // scripts are all the scripts, loaded on every node by Open.
 var scripts = []*script{
-	scriptIntent, scriptAppend, scriptMember, scriptCAS, scriptPurge, scriptScan, scriptFinish,
+	scriptIntent, scriptAppend, scriptMember, scriptCAS, scriptUnidem, scriptTrim, scriptScan, scriptFinish,
 	scriptConnect, scriptDisconnect,
 }
 
