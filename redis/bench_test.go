@@ -26,11 +26,11 @@ import (
 //
 //	go test -run '^$' -bench . -benchtime 200000x ./redis/
 
-// redisCPU is a sample of a server's CPU counters.
+// redisCPU is a sample of a server's CPU counters, and its memory.
 type redisCPU struct {
 	main time.Duration // used_cpu_user_main_thread + used_cpu_sys_main_thread
-	cmds time.Duration // the usec of every command of INFO commandstats
 	per  map[string]time.Duration
+	mem  int64 // used_memory
 }
 
 // sampleCPU reads srv's CPU counters.
@@ -53,21 +53,26 @@ func sampleCPU(tb testing.TB, srv *redistest.Server) redisCPU {
 			if us, ok := strings.CutPrefix(f, "usec="); ok {
 				n, _ := strconv.ParseInt(us, 10, 64)
 				out.per[strings.TrimPrefix(k, "cmdstat_")] = time.Duration(n) * time.Microsecond
-				out.cmds += time.Duration(n) * time.Microsecond
 			}
+		}
+	}
+	for _, line := range strings.Split(srv.MustDo("INFO", "memory"), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+			out.mem, _ = strconv.ParseInt(v, 10, 64)
 		}
 	}
 	return out
 }
 
-// reportCPU reports the Redis CPU per delivery between before and after,
-// and logs the commands that took it.
-func reportCPU(b *testing.B, srv *redistest.Server, before redisCPU, deliveries int64) {
+// reportCPU reports the Redis CPU per delivery between before and after
+// and the memory each message kept, and logs the commands that took the
+// CPU.
+func reportCPU(b *testing.B, srv *redistest.Server, before redisCPU, deliveries, messages int64) {
 	after := sampleCPU(b, srv)
 	per := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 / float64(deliveries) }
 	b.ReportMetric(float64(deliveries)/b.Elapsed().Seconds(), "deliveries/s")
 	b.ReportMetric(per(after.main-before.main), "redis-cpu-µs/delivery")
-	b.ReportMetric(per(after.cmds-before.cmds), "redis-cmd-µs/delivery")
+	b.ReportMetric(float64(after.mem-before.mem)/float64(messages), "redis-bytes/message")
 	b.Logf("%d deliveries; command µs per delivery (a script's commands count in its time too): %s",
 		deliveries, breakdown(before, after, int(deliveries)))
 }
@@ -146,7 +151,7 @@ func BenchmarkGroupCycle(b *testing.B) {
 			}
 			wg.Wait()
 			b.StopTimer()
-			reportCPU(b, srv, before, delivered.Load())
+			reportCPU(b, srv, before, delivered.Load(), next.Load())
 		})
 	}
 }
@@ -223,7 +228,7 @@ func BenchmarkDirect(b *testing.B) {
 	}
 	wg.Wait()
 	b.StopTimer()
-	reportCPU(b, srv, before, next.Load())
+	reportCPU(b, srv, before, next.Load(), next.Load())
 }
 
 // directRound publishes one batch of BenchmarkDirect and commits its acks.

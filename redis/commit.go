@@ -30,7 +30,7 @@ import (
 // round, and a call retries until its ctx ends or casAttempts rounds.
 const (
 	casAttempts  = 100     // rounds within one call, whatever its ctx
-	cursorCacheN = 1 << 20 // values remembered; the cache is emptied past it
+	cursorCacheN = 1 << 18 // values remembered; past it, a random one is forgotten
 )
 
 // errContended reports a device whose cursors changed under every attempt.
@@ -49,11 +49,26 @@ func (c *cursorCache) get(device string) (string, bool) {
 	return v, ok
 }
 
+// refresh replaces the value of device if the cache has one.
+func (c *cursorCache) refresh(device, v string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[device]; ok {
+		c.m[device] = v
+	}
+}
+
 func (c *cursorCache) put(device, v string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= cursorCacheN {
+	if c.m == nil {
 		c.m = make(map[string]string)
+	}
+	if _, ok := c.m[device]; !ok && len(c.m) >= cursorCacheN {
+		for d := range c.m { // map iteration starts at a random entry
+			delete(c.m, d)
+			break
+		}
 	}
 	c.m[device] = v
 }
@@ -67,8 +82,9 @@ type change func(i int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, e
 // with compare-and-set, in one pipeline per attempt. It starts from the
 // cached cursors (one round trip first for the devices the cache does not
 // know), or with fresh from cursors read now, and then does not write the
-// devices fn leaves as they were (Expire: most devices have settled what
-// expires). It returns each device's cursors as written.
+// devices fn leaves as they were, and adds no device to the cache, only
+// refreshes those it has (Expire: most devices have settled what expires,
+// and few are this node's). It returns each device's cursors as written.
 func (s *Store) update(ctx context.Context, op string, devices []string, fresh bool, fn change) ([][]tether.Cursor, error) {
 	base, err := s.bases(ctx, op, devices, fresh)
 	if err != nil {
@@ -100,7 +116,7 @@ func (s *Store) update(ctx context.Context, op string, devices []string, fresh b
 			}
 			calls, sent, writes[i] = append(calls, c), append(sent, i), blob
 		}
-		if todo, err = s.casRound(ctx, op, devices, calls, sent, writes, base, out); err != nil {
+		if todo, err = s.casRound(ctx, op, devices, calls, sent, writes, base, out, !fresh); err != nil {
 			return nil, err
 		}
 	}
@@ -109,8 +125,9 @@ func (s *Store) update(ctx context.Context, op string, devices []string, fresh b
 
 // casRound sends one round of cas calls (for devices[sent[j]]) and
 // returns the devices to try again, base holding their current cursors.
-// The written cursors go to out and to the cache.
-func (s *Store) casRound(ctx context.Context, op string, devices []string, calls []call, sent []int, writes, base []string, out [][]tether.Cursor) ([]int, error) {
+// The written cursors go to out and to the cache (without cache, only to
+// devices it has).
+func (s *Store) casRound(ctx context.Context, op string, devices []string, calls []call, sent []int, writes, base []string, out [][]tether.Cursor, cache bool) ([]int, error) {
 	res, err := s.roundTrip(ctx, op, calls)
 	if err != nil {
 		return nil, err
@@ -124,14 +141,14 @@ func (s *Store) casRound(ctx context.Context, op string, devices []string, calls
 		ok, _ := v[0].AsInt64()
 		cur, _ := v[1].ToString()
 		if ok == 1 {
-			s.cache.put(devices[i], writes[i])
+			s.remember(devices[i], writes[i], cache)
 			if out[i], err = ledger.DecodeCursors([]byte(writes[i])); err != nil {
 				return nil, fmt.Errorf("redis %s: %w", op, err)
 			}
 			continue
 		}
 		base[i] = cur
-		s.cache.put(devices[i], cur)
+		s.remember(devices[i], cur, cache)
 		again = append(again, i)
 	}
 	return again, nil
@@ -195,9 +212,19 @@ func (s *Store) bases(ctx context.Context, op string, devices []string, fresh bo
 			return nil, fmt.Errorf("redis %s: %w", op, err)
 		}
 		out[i] = v
-		s.cache.put(devices[i], v)
+		s.remember(devices[i], v, !fresh)
 	}
 	return out, nil
+}
+
+// remember puts device's cursors v in the cache; without add, only if the
+// cache has the device already.
+func (s *Store) remember(device, v string, add bool) {
+	if add {
+		s.cache.put(device, v)
+	} else {
+		s.cache.refresh(device, v)
+	}
 }
 
 // Cursors returns each device's cursors, its own log's first: one GET per
