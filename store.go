@@ -54,7 +54,9 @@ type Store interface {
 
 	// Read returns, for each request, up to Limit entries of the log of
 	// its Source at positions above After, in order. Purged positions are
-	// missing; expired messages are returned (the caller skips them).
+	// missing, and so may be those of a device's own log that its
+	// cursor's Floor passed (nothing reads them again); expired messages
+	// are returned (the caller skips them).
 	Read(ctx context.Context, reqs []ReadRequest) ([][]Entry, error)
 
 	// Commit applies each change to its device's cursors with ApplyMarks

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"sort"
 
 	"github.com/tetherpush/tether"
 	"github.com/tetherpush/tether/internal/ledger"
@@ -16,9 +17,9 @@ import (
 // "a\x00b" keys sort by a, then by b, and a prefix scan on "a\x00" never
 // strays into another a. seq(8) is a position, big-endian.
 //
-//	log   source 0x00 seq(8)            → message record (ledger.EncodeMessage)
-//	src   source                        → last seq(8) members(uvarint) trimmed(uvarint)
-//	ids   msgID                         → source 0x00 seq(8) recipients(uvarint)
+//	log   source 0x00 seq(8)            → msgID
+//	src   source                        → the source record (see source)
+//	ids   msgID                         → source 0x00 seq(8) recipients(uvarint) message record (ledger.EncodeMessage)
 //	exp   expiresAt(8) msgID            → ∅   messages not yet expired by Expire
 //	gc    expiresAt(8) msgID            → ∅   expired, waiting to be purged
 //	idem  target 0x00 clientID          → ledger.Idem
@@ -28,11 +29,18 @@ import (
 //	meta  "version"                     → layout version
 //
 // A group publish writes one log entry whatever the group's size; an ack
-// rewrites one cur record per device. src counts a group's members (open
-// spans) so that a publish knows its recipients without scanning mem;
-// trimmed is the position below which history and spans of the source
-// were last trimmed. expiresAt(8) is the big-endian UnixNano with its sign
-// bit flipped, so that byte order is time order.
+// rewrites one cur record per device. Messages live in ids, whose keys
+// (ULIDs, unless a publisher names its own) grow with time, so that the
+// data of a burst of publishes fills new pages one after the other; a log
+// entry only names its message. A device's own log keeps only what its
+// cursor has not passed: Commit deletes the entries its floor passes, so
+// that the log of 10,000 busy devices stays a few pages and an ack dirties
+// a page that the next publishes to the same devices dirty again (a log
+// kept until purge made every delivery dirty a page of its own: 3 × fewer
+// deliveries a second, bolt/bench_test.go BenchmarkDirect). Group logs
+// keep their entries until purge, since their members read them at their
+// own pace. expiresAt(8) is the big-endian UnixNano with its sign bit
+// flipped, so that byte order is time order.
 var (
 	bucketLog  = []byte("log")
 	bucketSrc  = []byte("src")
@@ -55,8 +63,9 @@ var (
 
 // layoutVersion is stored under meta/version; Open refuses a file written
 // with another layout. Version 1 (one record per delivery) was the first
-// release's.
-const layoutVersion = 2
+// release's; version 2 (messages in their log entries) never left
+// development.
+const layoutVersion = 3
 
 // errCorrupt reports a record that cannot be decoded.
 var errCorrupt = ledger.ErrCorrupt
@@ -117,34 +126,142 @@ func splitTimeKey(k []byte) (int64, string) {
 	return int64(binary.BigEndian.Uint64(k) ^ (1 << 63)), string(k[8:])
 }
 
-// source is a log's record in src.
+// source is a log's record in src. Purges of a device's own log are
+// counted here, since its entries leave the log when acked: oldest and
+// holes say which positions are purged (all below oldest, and the runs in
+// holes), so that Expire knows what history it may trim.
 type source struct {
 	last    uint64 // newest position
 	members int    // open spans (groups)
 	trimmed uint64 // history and spans below it were trimmed
+	live    uint64 // device logs: messages stored and not purged
+	oldest  uint64 // device logs: every position below it is purged
+	holes   []run
 }
 
+// run is the positions from…to, inclusive.
+type run struct{ from, to uint64 }
+
+// maxHoles bounds source.holes: runs purged out of order beyond it are
+// forgotten, which only delays trimming until the log holds nothing.
+const maxHoles = 64
+
 func (r source) encode() []byte {
-	b := binary.BigEndian.AppendUint64(make([]byte, 0, 8+2*binary.MaxVarintLen64), r.last)
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 8+5*binary.MaxVarintLen64), r.last)
 	b = binary.AppendUvarint(b, uint64(r.members))
-	return binary.AppendUvarint(b, r.trimmed)
+	b = binary.AppendUvarint(b, r.trimmed)
+	if r.live == 0 && r.oldest == 0 && len(r.holes) == 0 {
+		return b
+	}
+	b = binary.AppendUvarint(b, r.live)
+	b = binary.AppendUvarint(b, r.oldest)
+	b = binary.AppendUvarint(b, uint64(len(r.holes)))
+	for _, h := range r.holes {
+		b = binary.AppendUvarint(b, h.from)
+		b = binary.AppendUvarint(b, h.to-h.from)
+	}
+	return b
 }
 
 func decodeSource(b []byte) (source, error) {
 	if b == nil {
 		return source{}, nil
 	}
+	bad := fmt.Errorf("source record: %w", errCorrupt)
 	if len(b) < 9 {
-		return source{}, fmt.Errorf("source record: %w", errCorrupt)
+		return source{}, bad
 	}
-	r := source{last: binary.BigEndian.Uint64(b)}
-	n, w := binary.Uvarint(b[8:])
-	t, w2 := binary.Uvarint(b[8+max(w, 0):])
-	if w <= 0 || w2 <= 0 {
-		return source{}, fmt.Errorf("source record: %w", errCorrupt)
+	d := uvarints(b[8:])
+	r := source{last: binary.BigEndian.Uint64(b), members: int(d.next()), trimmed: d.next()}
+	if d.bad {
+		return source{}, bad
 	}
-	r.members, r.trimmed = int(n), t
+	if len(d.rest) == 0 {
+		return r, nil
+	}
+	r.live, r.oldest = d.next(), d.next()
+	holes := d.next()
+	if d.bad || holes > maxHoles {
+		return source{}, bad
+	}
+	for range holes {
+		from := d.next()
+		r.holes = append(r.holes, run{from: from, to: from + d.next()})
+	}
+	if d.bad || len(d.rest) != 0 {
+		return source{}, bad
+	}
 	return r, nil
+}
+
+// uvarintReader reads a sequence of uvarints; bad once one is malformed
+// or missing.
+type uvarintReader struct {
+	rest []byte
+	bad  bool
+}
+
+func uvarints(b []byte) *uvarintReader { return &uvarintReader{rest: b} }
+
+func (d *uvarintReader) next() uint64 {
+	v, w := binary.Uvarint(d.rest)
+	if w <= 0 {
+		d.bad = true
+		return 0
+	}
+	d.rest = d.rest[w:]
+	return v
+}
+
+// published counts a new message of a device log.
+func (r *source) published() {
+	r.live++
+	r.oldest = max(r.oldest, 1)
+}
+
+// purged counts the purge of position seq of a device log.
+func (r *source) purged(seq uint64) {
+	r.live = max(r.live, 1) - 1
+	if r.live == 0 {
+		r.oldest, r.holes = r.last+1, nil
+		return
+	}
+	switch {
+	case seq < r.oldest:
+		return
+	case seq == r.oldest:
+		r.oldest++
+	default:
+		r.addHole(seq)
+	}
+	for len(r.holes) > 0 && r.holes[0].from <= r.oldest {
+		r.oldest = max(r.oldest, r.holes[0].to+1)
+		r.holes = r.holes[1:]
+	}
+	if len(r.holes) == 0 {
+		r.holes = nil
+	}
+}
+
+// addHole records seq (above oldest) as purged, merging adjacent runs.
+func (r *source) addHole(seq uint64) {
+	i := sort.Search(len(r.holes), func(i int) bool { return r.holes[i].to+1 >= seq })
+	h := r.holes
+	switch {
+	case i < len(h) && h[i].from <= seq && seq <= h[i].to:
+	case i < len(h) && h[i].to+1 == seq:
+		h[i].to = seq
+		if i+1 < len(h) && h[i+1].from == seq+1 {
+			h[i].to = h[i+1].to
+			r.holes = append(h[:i+1], h[i+2:]...)
+		}
+	case i < len(h) && h[i].from == seq+1:
+		h[i].from = seq
+	case len(h) < maxHoles:
+		r.holes = append(h, run{})
+		copy(r.holes[i+1:], r.holes[i:])
+		r.holes[i] = run{from: seq, to: seq}
+	}
 }
 
 // getSource reads source t's record (zero when none).
@@ -163,27 +280,48 @@ type position struct {
 	recipients int
 }
 
-func (p position) encode() []byte {
+// encodeEntry returns the ids record of a message: its position, then
+// its record.
+func (p position) encodeEntry(rec []byte) []byte {
 	k := logKey(p.source, p.seq)
-	return binary.AppendUvarint(k, uint64(p.recipients))
+	k = binary.AppendUvarint(k, uint64(p.recipients))
+	return append(k, rec...)
 }
 
-func decodePosition(b []byte) (position, error) {
+// decodeEntry is the inverse of encodeEntry; rec aliases b.
+func decodeEntry(b []byte) (p position, rec []byte, err error) {
 	i := bytes.IndexByte(b, 0)
 	if i < 0 || len(b) < i+1+8+1 {
-		return position{}, fmt.Errorf("id index: %w", errCorrupt)
+		return position{}, nil, fmt.Errorf("id index: %w", errCorrupt)
 	}
 	t, err := tether.ParseTarget(string(b[:i]))
 	if err != nil {
-		return position{}, fmt.Errorf("id index: %w", errCorrupt)
+		return position{}, nil, fmt.Errorf("id index: %w", errCorrupt)
 	}
-	p := position{source: t, seq: binary.BigEndian.Uint64(b[i+1:])}
+	p = position{source: t, seq: binary.BigEndian.Uint64(b[i+1:])}
 	n, w := binary.Uvarint(b[i+9:])
 	if w <= 0 {
-		return position{}, fmt.Errorf("id index: %w", errCorrupt)
+		return position{}, nil, fmt.Errorf("id index: %w", errCorrupt)
 	}
 	p.recipients = int(n)
-	return p, nil
+	return p, b[i+9+w:], nil
+}
+
+// message returns the position and message of id; ok is false when the
+// id is unknown (or purged).
+func (b buckets) message(id string) (p position, m *tether.Message, ok bool, err error) {
+	v := b.ids.Get([]byte(id))
+	if v == nil {
+		return position{}, nil, false, nil
+	}
+	p, rec, err := decodeEntry(v)
+	if err == nil {
+		m, err = ledger.DecodeMessage(rec)
+	}
+	if err != nil {
+		return position{}, nil, false, err
+	}
+	return p, m, true, nil
 }
 
 // getCursors decodes device's cursors (nil when it has none stored).

@@ -2,15 +2,20 @@ package bolt
 
 import (
 	"bytes"
+	"reflect"
 	"testing"
 
 	"github.com/tetherpush/tether"
 )
 
-func TestSourceAndPositionRoundTrip(t *testing.T) {
-	for _, r := range []source{{}, {last: 1 << 40, members: 100_000, trimmed: 77}} {
+func TestSourceAndEntryRoundTrip(t *testing.T) {
+	for _, r := range []source{
+		{},
+		{last: 1 << 40, members: 100_000, trimmed: 77},
+		{last: 90, live: 12, oldest: 3, holes: []run{{5, 5}, {7, 80}}},
+	} {
 		got, err := decodeSource(r.encode())
-		if err != nil || got != r {
+		if err != nil || !reflect.DeepEqual(got, r) {
 			t.Errorf("source %+v: got %+v, %v", r, got, err)
 		}
 	}
@@ -18,10 +23,68 @@ func TestSourceAndPositionRoundTrip(t *testing.T) {
 		{source: tether.DeviceTarget("pos-1"), seq: 1, recipients: 1},
 		{source: tether.GroupTarget("shop:1.a"), seq: 1 << 50, recipients: 1_000_000},
 	} {
-		got, err := decodePosition(p.encode())
-		if err != nil || got != p {
-			t.Errorf("position %+v: got %+v, %v", p, got, err)
+		got, rec, err := decodeEntry(p.encodeEntry([]byte("record")))
+		if err != nil || got != p || string(rec) != "record" {
+			t.Errorf("position %+v: got %+v, %q, %v", p, got, rec, err)
 		}
+	}
+}
+
+// TestSourcePurges: the purges of a device log, in any order, move oldest
+// to the lowest position not purged, never past one that is not.
+func TestSourcePurges(t *testing.T) {
+	published := func(n int) *source {
+		r := &source{}
+		for range n {
+			r.last++
+			r.published()
+		}
+		return r
+	}
+	r := published(10)
+	for _, seq := range []uint64{3, 5, 4, 9} {
+		r.purged(seq)
+	}
+	if want := []run{{3, 5}, {9, 9}}; r.oldest != 1 || !reflect.DeepEqual(r.holes, want) || r.live != 6 {
+		t.Fatalf("after 3, 5, 4, 9: oldest %d holes %v live %d, want 1 %v 6", r.oldest, r.holes, r.live, want)
+	}
+	r.purged(1)
+	r.purged(2)
+	if r.oldest != 6 || !reflect.DeepEqual(r.holes, []run{{9, 9}}) {
+		t.Fatalf("after 1, 2: oldest %d holes %v, want 6 [{9 9}]", r.oldest, r.holes)
+	}
+	for _, seq := range []uint64{6, 7, 8, 10} {
+		r.purged(seq)
+	}
+	if r.oldest != 11 || r.holes != nil || r.live != 0 {
+		t.Fatalf("all purged: oldest %d holes %v live %d, want 11 [] 0", r.oldest, r.holes, r.live)
+	}
+
+	// Beyond maxHoles runs, purges are forgotten: oldest stops there
+	// until the log holds nothing.
+	r = published(3*maxHoles + 1)
+	for i := range maxHoles + 1 {
+		r.purged(uint64(3 + 2*i))
+	}
+	if len(r.holes) != maxHoles {
+		t.Fatalf("%d holes, want %d", len(r.holes), maxHoles)
+	}
+	r.purged(1)
+	r.purged(2)
+	if r.oldest != 4 {
+		t.Fatalf("oldest %d after 1, 2, want 4", r.oldest)
+	}
+	for seq := uint64(4); seq < r.last; seq++ { // all but the newest
+		if seq%2 == 0 || seq > 3+2*maxHoles {
+			r.purged(seq)
+		}
+	}
+	if forgotten := uint64(3 + 2*maxHoles); r.oldest != forgotten || r.live != 1 {
+		t.Fatalf("oldest %d live %d, want %d (forgotten) 1", r.oldest, r.live, forgotten)
+	}
+	r.purged(r.last)
+	if r.oldest != r.last+1 || r.live != 0 {
+		t.Fatalf("empty log: oldest %d live %d, want %d 0", r.oldest, r.live, r.last+1)
 	}
 }
 
@@ -50,11 +113,12 @@ func TestLogKeysSortByPosition(t *testing.T) {
 // fuzzed in internal/ledger.
 func FuzzDecode(f *testing.F) {
 	f.Add(source{last: 9, members: 3, trimmed: 1}.encode())
-	f.Add(position{source: tether.GroupTarget("g"), seq: 7, recipients: 2}.encode())
+	f.Add(position{source: tether.GroupTarget("g"), seq: 7, recipients: 2}.encodeEntry([]byte("r")))
+	f.Add(source{last: 9, live: 2, oldest: 3, holes: []run{{5, 6}}}.encode())
 	f.Add([]byte{})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		decodeSource(b)
-		decodePosition(b)
+		decodeEntry(b)
 	})
 }

@@ -238,14 +238,39 @@ func (b buckets) commit(ch tether.Change) (tether.Committed, error) {
 			return tether.Committed{}, err
 		}
 	}
+	own := tether.DeviceTarget(ch.Device)
+	var floor uint64
+	if i := tether.FindCursor(cs, own); i >= 0 {
+		floor = cs[i].Floor
+	}
 	cs, outcome, hist := tether.ApplyMarks(cs, ch.Device, marks, ch.At)
 	if err := b.putHistory(ch.Device, hist); err != nil {
 		return tether.Committed{}, err
+	}
+	if i := tether.FindCursor(cs, own); i >= 0 && cs[i].Floor > floor {
+		if err := b.dropSettled(own, floor, cs[i].Floor); err != nil {
+			return tether.Committed{}, err
+		}
 	}
 	if err := b.putCursors(ch.Device, cs); err != nil {
 		return tether.Committed{}, err
 	}
 	return tether.Committed{Outcome: outcome, Cursors: ordered(ch.Device, cs)}, nil
+}
+
+// dropSettled deletes the entries of device log source at positions
+// from+1…to, which its cursor's floor passed: nothing reads them again
+// (their messages stay in ids until purged).
+func (b buckets) dropSettled(source tether.Target, from, to uint64) error {
+	prefix := prefixKey(source.String())
+	end := seqKey(prefix, to)
+	c := b.log.Cursor()
+	for k, _ := c.Seek(seqKey(prefix, from+1)); k != nil && bytes.Compare(k, end) <= 0; k, _ = c.Seek(seqKey(prefix, from+1)) {
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // placeAcks appends an acked mark for each id of ids that lives in one of
@@ -256,7 +281,7 @@ func (b buckets) placeAcks(device string, cs []tether.Cursor, ids []string, mark
 		if v == nil {
 			continue
 		}
-		p, err := decodePosition(v)
+		p, _, err := decodeEntry(v)
 		if err != nil {
 			return nil, err
 		}

@@ -129,7 +129,7 @@ func (e *expiry) expireMessage(id string) (int, error) {
 	if v == nil {
 		return 0, nil
 	}
-	p, err := decodePosition(v)
+	p, _, err := decodeEntry(v)
 	if err != nil {
 		return 0, err
 	}
@@ -226,33 +226,34 @@ func (e *expiry) flush() error {
 	return nil
 }
 
-// purge deletes message id (its gc or exp entry is k): its log entry, its
-// id index entry and its idempotency key when that still points to it.
+// purge deletes message id (its gc or exp entry is k): its log entry (a
+// device log's is gone once acked), its id index entry and its
+// idempotency key when that still points to it; a device log's source
+// record counts the purge.
 func (e *expiry) purge(id string, k []byte) error {
 	b := e.b
 	if err := b.gc.Delete(k); err != nil {
 		return err
 	}
-	v := b.ids.Get([]byte(id))
-	if v == nil {
-		return nil
-	}
-	p, err := decodePosition(v)
-	if err != nil {
+	p, m, ok, err := b.message(id)
+	if err != nil || !ok {
 		return err
 	}
-	lk := logKey(p.source, p.seq)
-	if rec := b.log.Get(lk); rec != nil {
-		m, err := ledger.DecodeMessage(rec)
+	if err := b.dropIdem(m); err != nil {
+		return err
+	}
+	if err := b.log.Delete(logKey(p.source, p.seq)); err != nil {
+		return err
+	}
+	if p.source.Kind == tether.KindDevice {
+		src, err := b.getSource(p.source)
 		if err != nil {
 			return err
 		}
-		if err := b.dropIdem(m); err != nil {
+		src.purged(p.seq)
+		if err := b.putSource(p.source, src); err != nil {
 			return err
 		}
-	}
-	if err := b.log.Delete(lk); err != nil {
-		return err
 	}
 	e.purged[p.source] = true
 	return b.ids.Delete([]byte(id))
@@ -285,9 +286,10 @@ func (e *expiry) trim() error {
 			return err
 		}
 		oldest := src.last + 1
-		prefix := prefixKey(source.String())
-		if k, _ := e.b.log.Cursor().Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) {
-			oldest = binary.BigEndian.Uint64(k[len(prefix):])
+		if source.Kind == tether.KindDevice {
+			oldest = min(oldest, max(src.oldest, 1))
+		} else if k := e.b.firstEntry(source); k > 0 {
+			oldest = k
 		}
 		if oldest-min(src.trimmed, oldest) < trimEvery && oldest <= src.last {
 			continue
@@ -301,6 +303,15 @@ func (e *expiry) trim() error {
 		}
 	}
 	return nil
+}
+
+// firstEntry returns the oldest position in source's log, 0 when empty.
+func (b buckets) firstEntry(source tether.Target) uint64 {
+	prefix := prefixKey(source.String())
+	if k, _ := b.log.Cursor().Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) {
+		return binary.BigEndian.Uint64(k[len(prefix):])
+	}
+	return 0
 }
 
 // trimSource drops the history below oldest of every device source was

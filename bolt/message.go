@@ -14,9 +14,9 @@ import (
 
 // Publish appends msgs to their targets' logs, in one transaction shared
 // with the other writes of its group commit, and returns once that
-// transaction is synced: five puts per message (log, ids, exp, src and,
-// with a client id, idem) whatever the size of a target group. See
-// tether.Store for duplicates. EInvalid for a malformed message or an id
+// transaction is synced: four puts per message (log, ids with the
+// message, exp, src; a fifth, idem, with a client id) whatever the size
+// of a target group. See tether.Store for duplicates. EInvalid for a malformed message or an id
 // already used for another target. Errors: ErrClosed after Close, ctx's
 // error (wrapped) when ctx ends before the commit — the messages may then
 // be stored or not.
@@ -53,7 +53,7 @@ func (s *Store) Publish(ctx context.Context, msgs []*tether.Message) ([]tether.P
 // publish appends one message unless it is a duplicate.
 func (b buckets) publish(m *tether.Message, rec []byte) (tether.PublishResult, error) {
 	if v := b.ids.Get([]byte(m.ID)); v != nil {
-		p, err := decodePosition(v)
+		p, _, err := decodeEntry(v)
 		if err != nil {
 			return tether.PublishResult{}, err
 		}
@@ -83,14 +83,16 @@ func (b buckets) publish(m *tether.Message, rec []byte) (tether.PublishResult, e
 	p := position{source: m.Target, seq: src.last, recipients: 1}
 	if m.Target.Kind == tether.KindGroup {
 		p.recipients = src.members
+	} else {
+		src.published()
 	}
 	exp := m.ExpiresAt.UnixNano()
 	puts := []struct {
 		bucket *bolt.Bucket
 		k, v   []byte
 	}{
-		{b.log, logKey(m.Target, p.seq), rec},
-		{b.ids, []byte(m.ID), p.encode()},
+		{b.log, logKey(m.Target, p.seq), []byte(m.ID)},
+		{b.ids, []byte(m.ID), p.encodeEntry(rec)},
 		{b.exp, timeKey(exp, m.ID), nil},
 		{b.src, []byte(m.Target.String()), src.encode()},
 	}
@@ -123,12 +125,12 @@ func (s *Store) Read(ctx context.Context, reqs []tether.ReadRequest) ([][]tether
 	}
 	out := make([][]tether.Entry, len(reqs))
 	err := s.view(ctx, "read", func(tx *bolt.Tx) error {
-		logs := tx.Bucket(bucketLog)
+		b := bucketsOf(tx)
 		for i, r := range reqs {
 			if i%64 == 63 && ctx.Err() != nil {
 				return ctx.Err()
 			}
-			entries, err := readLog(logs, r)
+			entries, err := b.readLog(r)
 			if err != nil {
 				return err
 			}
@@ -142,15 +144,18 @@ func (s *Store) Read(ctx context.Context, reqs []tether.ReadRequest) ([][]tether
 	return out, nil
 }
 
-// readLog scans one log.
-func readLog(logs *bolt.Bucket, r tether.ReadRequest) ([]tether.Entry, error) {
+// readLog scans one log and looks each entry's message up.
+func (b buckets) readLog(r tether.ReadRequest) ([]tether.Entry, error) {
 	prefix := prefixKey(r.Source.String())
 	var out []tether.Entry
-	c := logs.Cursor()
+	c := b.log.Cursor()
 	for k, v := c.Seek(seqKey(prefix, r.After+1)); k != nil && bytes.HasPrefix(k, prefix) && len(out) < r.Limit; k, v = c.Next() {
-		m, err := ledger.DecodeMessage(v)
+		_, m, ok, err := b.message(string(v))
 		if err != nil {
 			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("log %s: entry %x names an unknown message: %w", r.Source, k, errCorrupt)
 		}
 		out = append(out, tether.Entry{Seq: binary.BigEndian.Uint64(k[len(prefix):]), Message: m})
 	}
@@ -174,21 +179,12 @@ func (s *Store) Message(ctx context.Context, id string) (tether.MessageStatus, e
 	var st tether.MessageStatus
 	err := s.view(ctx, "message", func(tx *bolt.Tx) error {
 		b := bucketsOf(tx)
-		v := b.ids.Get([]byte(id))
-		if v == nil {
-			return fmt.Errorf("%s: %w", id, tether.ErrNotFound)
-		}
-		p, err := decodePosition(v)
+		p, m, ok, err := b.message(id)
 		if err != nil {
 			return err
 		}
-		rec := b.log.Get(logKey(p.source, p.seq))
-		if rec == nil {
+		if !ok {
 			return fmt.Errorf("%s: %w", id, tether.ErrNotFound)
-		}
-		m, err := ledger.DecodeMessage(rec)
-		if err != nil {
-			return err
 		}
 		devices, err := b.addressed(p.source, p.seq)
 		if err != nil {

@@ -60,6 +60,7 @@ func Run(t *testing.T, open func(t *testing.T) tether.Store) {
 		{"Expire", testExpire},
 		{"ExpireGroup", testExpireGroup},
 		{"ExpireLimit", testExpireLimit},
+		{"PurgeKeepsStatus", testPurgeKeepsStatus},
 		{"IdempotentPublish", testIdempotentPublish},
 		{"IdempotentAfterExpiry", testIdempotentAfterExpiry},
 		{"MessageStatus", testMessageStatus},
