@@ -102,7 +102,7 @@ func (s *Store) update(ctx context.Context, op string, devices []string, fresh b
 		if err := ctx.Err(); err != nil {
 			return nil, s.wrap(ctx, op, err)
 		}
-		calls := make([]call, 0, len(todo))
+		units := make([]unit, 0, len(todo))
 		sent := make([]int, 0, len(todo))
 		writes := make([]string, len(devices))
 		for _, i := range todo {
@@ -114,21 +114,21 @@ func (s *Store) update(ctx context.Context, op string, devices []string, fresh b
 				out[i], _ = ledger.DecodeCursors([]byte(blob))
 				continue
 			}
-			calls, sent, writes[i] = append(calls, c), append(sent, i), blob
+			units, sent, writes[i] = append(units, c), append(sent, i), blob
 		}
-		if todo, err = s.casRound(ctx, op, devices, calls, sent, writes, base, out, !fresh); err != nil {
+		if todo, err = s.casRound(ctx, op, devices, units, sent, writes, base, out, !fresh); err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
 }
 
-// casRound sends one round of cas calls (for devices[sent[j]]) and
+// casRound sends one round of cas units (for devices[sent[j]]) and
 // returns the devices to try again, base holding their current cursors.
 // The written cursors go to out and to the cache (without cache, only to
 // devices it has).
-func (s *Store) casRound(ctx context.Context, op string, devices []string, calls []call, sent []int, writes, base []string, out [][]tether.Cursor, cache bool) ([]int, error) {
-	res, err := s.roundTrip(ctx, op, calls)
+func (s *Store) casRound(ctx context.Context, op string, devices []string, units []unit, sent []int, writes, base []string, out [][]tether.Cursor, cache bool) ([]int, error) {
+	res, err := s.runUnits(ctx, op, units)
 	if err != nil {
 		return nil, err
 	}
@@ -157,14 +157,14 @@ func (s *Store) casRound(ctx context.Context, op string, devices []string, calls
 // casCall returns the cas script writing the cursors fn makes of the
 // encoded cursors old, the value it writes, and whether fn changed
 // anything (the value, or history to add).
-func (s *Store) casCall(device, old string, fn func([]tether.Cursor) ([]tether.Cursor, []tether.HistOp, error)) (call, string, bool, error) {
+func (s *Store) casCall(device, old string, fn func([]tether.Cursor) ([]tether.Cursor, []tether.HistOp, error)) (unit, string, bool, error) {
 	cs, err := ledger.DecodeCursors([]byte(old))
 	if err != nil {
-		return call{}, "", false, fmt.Errorf("redis cursors of %s: %w", device, err)
+		return unit{}, "", false, fmt.Errorf("redis cursors of %s: %w", device, err)
 	}
 	cs, hist, err := fn(cs)
 	if err != nil {
-		return call{}, "", false, err
+		return unit{}, "", false, err
 	}
 	blob := ""
 	if len(cs) > 0 {
@@ -176,7 +176,7 @@ func (s *Store) casCall(device, old string, fn func([]tether.Cursor) ([]tether.C
 		keys = append(keys, s.k.hist(device, h.Source))
 		args = append(args, strconv.Itoa(len(keys)), strconv.FormatUint(h.Range.To, 10), histMember(h.Range))
 	}
-	return scriptCall(scriptCAS, keys, args...), blob, blob != old || len(hist) > 0, nil
+	return unit{sc: scriptCAS, keys: keys, args: args}, blob, blob != old || len(hist) > 0, nil
 }
 
 // bases returns the cursors value of each device: from the cache unless

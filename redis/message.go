@@ -56,7 +56,7 @@ func (s *Store) intend(ctx context.Context, msgs []*tether.Message) error {
 		}
 		byBucket[n] = append(byBucket[n], i)
 	}
-	calls := make([]call, len(order))
+	units := make([]unit, len(order))
 	for c, n := range order {
 		b := s.k.bucket(n)
 		var args []string
@@ -64,9 +64,9 @@ func (s *Store) intend(ctx context.Context, msgs []*tether.Message) error {
 			m := msgs[i]
 			args = append(args, m.ID, timeKey(m.ExpiresAt.UnixNano())+m.ID, m.Target.String()+"\n"+m.ClientID)
 		}
-		calls[c] = scriptCall(scriptIntent, []string{b.due, b.meta}, args...)
+		units[c] = unit{sc: scriptIntent, keys: []string{b.due, b.meta}, args: args}
 	}
-	res, err := s.roundTrip(ctx, "publish", calls)
+	res, err := s.runUnits(ctx, "publish", units)
 	if err != nil {
 		return err
 	}
@@ -95,7 +95,7 @@ func (s *Store) appendLogs(ctx context.Context, msgs []*tether.Message) ([]tethe
 		}
 		byLog[m.Target] = append(byLog[m.Target], i)
 	}
-	calls := make([]call, len(order))
+	units := make([]unit, len(order))
 	for c, t := range order {
 		lk := s.k.log(t)
 		kind := "d"
@@ -110,9 +110,9 @@ func (s *Store) appendLogs(ctx context.Context, msgs []*tether.Message) ([]tethe
 			args = append(args, m.ID, m.ClientID, strconv.FormatInt(pms, 10), strconv.FormatInt(psub, 10),
 				strconv.FormatInt(ems, 10)+"|"+strconv.FormatInt(esub, 10), string(ledger.EncodeMessage(m)))
 		}
-		calls[c] = scriptCall(scriptAppend, []string{lk.seq, lk.log, lk.ids, lk.idem, lk.members}, args...)
+		units[c] = unit{sc: scriptAppend, keys: []string{lk.seq, lk.log, lk.ids, lk.idem, lk.members}, args: args}
 	}
-	res, err := s.roundTrip(ctx, "publish", calls)
+	res, err := s.runUnits(ctx, "publish", units)
 	if err != nil {
 		return nil, err
 	}

@@ -33,10 +33,10 @@ var (
 )
 
 var (
-	scriptIntent = newScript(intentLua, false)
-	scriptAppend = newScript(appendLua, false)
+	scriptIntent = newUnitScript(intentLua)
+	scriptAppend = newUnitScript(appendLua)
 	scriptMember = newScript(memberLua, false)
-	scriptCAS    = newScript(casLua, false)
+	scriptCAS    = newUnitScript(casLua)
 	scriptUnidem = newScript(unidemLua, false)
 	scriptTrim   = newScript(trimLua, false)
 	scriptScan   = newScript(scanLua, true)

@@ -1,0 +1,21 @@
+-- units: run unit(keys, args) for each unit of the call (see units.go).
+-- KEYS: the keys of every unit in order.
+-- ARGV: the number of units n, then n pairs (number of keys, number of
+-- arguments), then the arguments of every unit in order.
+-- Returns the answers of the units, an array.
+local n = tonumber(ARGV[1])
+local out = {}
+local k, a = 1, 2 + 2 * n
+for u = 1, n do
+  local keys, args = {}, {}
+  for i = 1, tonumber(ARGV[2 * u]) do
+    keys[i] = KEYS[k]
+    k = k + 1
+  end
+  for i = 1, tonumber(ARGV[2 * u + 1]) do
+    args[i] = ARGV[a]
+    a = a + 1
+  end
+  out[u] = unit(keys, args)
+end
+return out
