@@ -139,7 +139,7 @@ func initLayout(tx *bolt.Tx) error {
 		return meta.Put(keyVersion, []byte{layoutVersion})
 	}
 	if len(v) != 1 || v[0] != layoutVersion {
-		return fmt.Errorf("file layout version %v, want %d", v, layoutVersion)
+		return fmt.Errorf("the file has layout version %v and this tether reads layout %d only: another version of tether wrote it (docs/operations.md, \"Upgrading\")", v, layoutVersion)
 	}
 	return nil
 }

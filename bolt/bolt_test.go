@@ -2,9 +2,11 @@ package bolt_test
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	bbolt "go.etcd.io/bbolt"
 	"go.uber.org/goleak"
 
 	"github.com/tetherpush/tether"
@@ -44,4 +46,42 @@ func TestOpenLocked(t *testing.T) {
 	if err == nil {
 		t.Fatal("second Open of a locked file succeeded, want a timeout error")
 	}
+}
+
+// TestOpenRefusesOtherLayout: a file written by the first release (layout
+// 1) is refused at open with an error that says so, and is left as it was.
+func TestOpenRefusesOtherLayout(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tether.db")
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucket([]byte("meta"))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("version"), []byte{1})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err = bolt.Open(path, bolt.Options{})
+	if err == nil || !strings.Contains(err.Error(), "layout version [1]") || !strings.Contains(err.Error(), "Upgrading") {
+		t.Fatalf("Open of a layout 1 file: %v, want an error naming layout 1 and the upgrade notes", err)
+	}
+	db, err = bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.View(func(tx *bbolt.Tx) error {
+		if v := tx.Bucket([]byte("meta")).Get([]byte("version")); len(v) != 1 || v[0] != 1 {
+			t.Errorf("version after the refused open: %v, want [1]", v)
+		}
+		if tx.Bucket([]byte("ids")) != nil {
+			t.Error("the refused open created buckets")
+		}
+		return nil
+	})
 }

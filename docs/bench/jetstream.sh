@@ -28,18 +28,21 @@ SECRET=bench-token-secret-0123456789abcdef KEY=bench-api-key-0123456789
 mkdir -p "$OUT"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ticks() { awk '{print $14+$15}' /proc/$1/stat; } # utime+stime of a live process
+ticks() { awk '{print $14+$15}' /proc/$1/stat; }               # utime+stime of a live process
+busy()  { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; } # all cores
 
 # measure NAME SERVER_PID CMD…: runs CMD (the load generator) with its
-# JSON report to $OUT/NAME.json and adds the CPU-seconds used meanwhile.
+# JSON report to $OUT/NAME.json and adds the CPU-seconds used meanwhile:
+# by the server, the load generator and everything else (other_cpu_s: a
+# figure measured while it is high was disturbed).
 measure() {
   local name=$1 srv=$2; shift 2
-  local s0 s1 t0 t1 rc bc
-  s0=$(ticks $srv); t0=$(date +%s.%N)
+  local s0 s1 t0 t1 rc bc b0 b1
+  s0=$(ticks $srv); t0=$(date +%s.%N); b0=$(busy)
   timeout 900 bash -c '"$@" >'$OUT/$name.json' 2>'$OUT/$name.err'; s=$?; awk "{print \$16+\$17}" /proc/$$/stat >'$OUT/$name.benchcpu'; exit $s' _ "$@"
   rc=$?
-  s1=$(ticks $srv); t1=$(date +%s.%N); bc=$(cat $OUT/$name.benchcpu 2>/dev/null || echo 0)
-  jq --argjson c "{\"rc\":$rc,\"wall_s\":$(echo "$t1 - $t0" | bc),\"server_cpu_s\":$((s1-s0))e-2,\"bench_cpu_s\":${bc}e-2}" \
+  s1=$(ticks $srv); t1=$(date +%s.%N); b1=$(busy); bc=$(cat $OUT/$name.benchcpu 2>/dev/null || echo 0)
+  jq --argjson c "{\"rc\":$rc,\"wall_s\":$(echo "$t1 - $t0" | bc),\"server_cpu_s\":$((s1-s0))e-2,\"bench_cpu_s\":${bc}e-2,\"other_cpu_s\":$(( (b1-b0)-(s1-s0)-bc ))e-2}" \
     '. + {cpu: $c}' $OUT/$name.json > $OUT/$name.tmp && mv $OUT/$name.tmp $OUT/$name.json
   rm -f $OUT/$name.benchcpu
 }
@@ -88,10 +91,11 @@ for i in $(seq $ROUNDS); do
   done
 done
 
-# One line per report: deliveries/s, p50 and p99 ms, lost, server CPU.
+# One line per report: deliveries/s, p50 and p99 ms, lost, CPU-seconds of
+# the server and of everything else, wall seconds.
 for f in $OUT/*.json; do
   jq -r --arg f "$(basename $f .json)" '[$f,
       (.messages.delivered_per_second // .delivered_per_second | floor),
       (.messages.latency_ms.p50 // .latency_ms.P50), (.messages.latency_ms.p99 // .latency_ms.P99),
-      (.messages.lost // .lost), .cpu.server_cpu_s, .cpu.wall_s] | @tsv' $f
+      (.messages.lost // .lost), .cpu.server_cpu_s, .cpu.other_cpu_s, .cpu.wall_s] | @tsv' $f
 done | sort | column -t

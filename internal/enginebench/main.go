@@ -7,6 +7,7 @@
 // Run it from this directory:
 //
 //	go run . [-dur 1.5s] [-runs 3] [-dir /path/on/the/real/disk]
+//	go run . -direct 1000000      # the delivery model's direct workload (direct.go)
 //
 // Every figure printed is the median of -runs runs made in this invocation,
 // each on a fresh database.
@@ -61,6 +62,8 @@ func main() {
 	runs := flag.Int("runs", 3, "runs per figure (the median is printed)")
 	verbose := flag.Bool("v", false, "also print every run")
 	dirFlag := flag.String("dir", "", "parent directory of the databases (default: a temporary directory)")
+	directN := flag.Int("direct", 0, "instead: the direct workload of the delivery model with this many deliveries (direct.go)")
+	directBatch := flag.Int("direct-batch", 1600, "publishes a transaction in -direct")
 	flag.Parse()
 	log.SetFlags(0)
 
@@ -70,6 +73,12 @@ func main() {
 	}
 	defer os.RemoveAll(parent)
 
+	if *directN > 0 {
+		if err := direct(parent, *directN, *directBatch, *runs); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	host, _ := os.Hostname()
 	fmt.Printf("enginebench: %s/%s, %d CPUs, GOMAXPROCS %d, host %s, dir %s\n",
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), host, parent)
