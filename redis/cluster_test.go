@@ -195,7 +195,7 @@ func TestPublishStoppedHalfWay(t *testing.T) {
 		keys := node.MustDo("KEYS", s.k.prefix+":*")
 		for _, k := range strings.Split(keys, "\n") {
 			kept := false
-			for _, suffix := range []string{":members", ":mem", ":seq", ":trim", ":c", ":layout"} {
+			for _, suffix := range []string{":members", ":mem", ":seq", ":trim", ":c", ":done", ":layout"} {
 				kept = kept || strings.HasSuffix(k, suffix)
 			}
 			if k != "" && !kept {

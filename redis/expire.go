@@ -94,6 +94,7 @@ type entry struct {
 	target    tether.Target
 	clientID  string
 	seq       uint64 // its position; 0 when its log does not hold it (a publish that stopped half-way)
+	above     bool   // in due above the bucket's watermark (else in late, or settled)
 	expire    bool   // settle it as expired
 	purge     bool   // purge it
 }
@@ -165,7 +166,7 @@ func (s *Store) scanBuckets(ctx context.Context, buckets []int, dueBound, gcBoun
 	calls := make([]call, len(buckets))
 	for j, i := range buckets {
 		b := s.k.bucket(i)
-		calls[j] = scriptCall(scriptScan, []string{b.due, b.gc, b.meta}, dueBound, gcBound, strconv.Itoa(n))
+		calls[j] = scriptCall(scriptScan, []string{b.due, b.done, b.late, b.meta}, dueBound, gcBound, strconv.Itoa(n))
 	}
 	res, err := s.roundTrip(ctx, "expire", calls)
 	if err != nil {
@@ -174,15 +175,20 @@ func (s *Store) scanBuckets(ctx context.Context, buckets []int, dueBound, gcBoun
 	for j, r := range res {
 		i := buckets[j]
 		lists, err := r.ToArray()
-		if err != nil || len(lists) != 2 {
+		if err != nil || len(lists) != 3 {
 			return fmt.Errorf("redis expire: scan of bucket %d: unexpected answer: %v", i, err)
 		}
-		d, err1 := entries(i, lists[0])
-		g, err2 := entries(i, lists[1])
-		if err1 != nil || err2 != nil {
+		above, err1 := entries(i, lists[0])
+		late, err2 := entries(i, lists[1])
+		gc, err3 := entries(i, lists[2])
+		if err1 != nil || err2 != nil || err3 != nil {
 			return fmt.Errorf("redis expire: scan of bucket %d: %w", i, errCorrupt)
 		}
-		got[i] = scanned{due: d, gc: g, dueCut: len(d) == n, gcCut: len(g) == n}
+		for k := range above {
+			above[k].above = true
+		}
+		got[i] = scanned{due: append(above, late...), gc: gc,
+			dueCut: len(above) == n || len(late) == n, gcCut: len(gc) == n}
 	}
 	return nil
 }
@@ -519,25 +525,37 @@ func (s *Store) trimCalls(t tether.Target, oldest uint64, members map[string]str
 	return calls
 }
 
-// finish is Expire's last round trip: one finish script per bucket moves
-// expired entries to gc and drops purged ones with their meta.
+// finish is Expire's last round trip: one finish script per bucket drops
+// the purged entries with their meta, takes the settled ones out of late,
+// puts in late those whose log does not hold them (yet: an append may be
+// under way, or may have failed; then they leave with their purge), and
+// moves the bucket's watermark up to the highest entry above it that this
+// Expire handled.
 func (s *Store) finish(ctx context.Context, work []entry) error {
 	byBucket := map[int][]string{}
 	var order []int
 	for _, e := range work {
 		if byBucket[e.bucket] == nil {
 			order = append(order, e.bucket)
+			byBucket[e.bucket] = []string{""}
 		}
-		op := "g"
-		if e.purge {
+		args := byBucket[e.bucket]
+		if e.above && e.member > args[0] {
+			args[0] = e.member
+		}
+		op := "s"
+		switch {
+		case e.purge:
 			op = "p"
+		case e.expire && e.seq == 0:
+			op = "l" // no log entry yet: its append may still come
 		}
-		byBucket[e.bucket] = append(byBucket[e.bucket], op, e.member)
+		byBucket[e.bucket] = append(args, op, e.member)
 	}
 	calls := make([]call, 0, len(order))
 	for _, n := range order {
 		b := s.k.bucket(n)
-		calls = append(calls, scriptCall(scriptFinish, []string{b.due, b.gc, b.meta}, byBucket[n]...))
+		calls = append(calls, scriptCall(scriptFinish, []string{b.due, b.done, b.late, b.meta}, byBucket[n]...))
 	}
 	_, err := s.roundTrip(ctx, "expire", calls)
 	return err

@@ -50,8 +50,10 @@ func TestExpireWritesOnlyUnsettled(t *testing.T) {
 		t.Fatalf("Expire = %d, %v; want 1", n, err)
 	}
 	stats := srv.MustDo("INFO", "commandstats")
-	if sets := calls(stats, "set"); sets != 1 {
-		t.Errorf("Expire wrote %d cursors, want 1 (the member that had not acked)", sets)
+	// SETs: the cursors of the member that had not acked, and the
+	// bucket's watermark.
+	if sets := calls(stats, "set"); sets != 2 {
+		t.Errorf("Expire made %d SETs, want 2: one device's cursors and the watermark", sets)
 	}
 	// Scripts: the compare-and-set of that member and the bucket's
 	// finish; the bucket scans are read-only (evalsha_ro).
@@ -175,5 +177,117 @@ func TestExpireUnevenBuckets(t *testing.T) {
 		if err != nil || n != want.n || more != want.more {
 			t.Errorf("Expire(limit 30) = %d, %v, %v; want %d, %v", n, more, err, want.n, want.more)
 		}
+	}
+}
+
+// TestExpireLateMessage: a message recorded below the watermark of its
+// bucket (published already expired, say by a node whose clock is
+// behind) is still settled by the next Expire.
+func TestExpireLateMessage(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := Open(ctx, Options{URL: srv.URL(), Prefix: "late"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t0 := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	var ids []string
+	for i := 0; len(ids) < 2; i++ {
+		if id := fmt.Sprintf("01JL%d", i); bucketOf(id) == 5 {
+			ids = append(ids, id)
+		}
+	}
+	publish := func(id string, exp time.Time) {
+		t.Helper()
+		m := &tether.Message{ID: id, Target: tether.DeviceTarget("pos"), Data: json.RawMessage(`1`), PublishedAt: t0, ExpiresAt: exp}
+		if _, err := s.Publish(ctx, []*tether.Message{m}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(ids[0], t0.Add(time.Minute))
+	if n, _, err := s.Expire(ctx, t0.Add(2*time.Minute), t0, 10); err != nil || n != 1 {
+		t.Fatalf("first Expire = %d, %v; want 1", n, err)
+	}
+	publish(ids[1], t0.Add(30*time.Second)) // below the watermark
+	if n, _, err := s.Expire(ctx, t0.Add(2*time.Minute), t0, 10); err != nil || n != 1 {
+		t.Errorf("Expire after a message recorded below the watermark = %d, %v; want 1", n, err)
+	}
+	if n, _, err := s.Expire(ctx, t0.Add(2*time.Minute), t0, 10); err != nil || n != 0 {
+		t.Errorf("Expire again = %d, %v; want 0", n, err)
+	}
+	// Both are purged in time, and nothing of them is left in the bucket.
+	if _, _, err := s.Expire(ctx, t0.Add(time.Hour), t0.Add(time.Hour), 10); err != nil {
+		t.Fatal(err)
+	}
+	b := s.k.bucket(5)
+	for _, k := range []string{b.due, b.late, b.meta} {
+		if n := srv.MustDo("EXISTS", k); n != "0" {
+			t.Errorf("%s still there after the purge", k)
+		}
+	}
+}
+
+// TestWatermarkStopsAtUnknown: the finish script moves a bucket's
+// watermark over the members this Expire handled and stops before one it
+// did not (recorded after its scan).
+func TestWatermarkStopsAtUnknown(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := Open(ctx, Options{URL: srv.URL(), Prefix: "mark"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	b := s.k.bucket(0)
+	member := func(sec int64, id string) string { return timeKey(sec*1e9) + id }
+	a, x, c := member(1, "a"), member(2, "x"), member(3, "c")
+	for _, m := range []string{a, x, c} {
+		srv.MustDo("ZADD", b.due, "0", m)
+	}
+	// This Expire settled a and c; x was recorded after its scan.
+	if _, err := s.roundTrip(ctx, "test", []call{scriptCall(scriptFinish, []string{b.due, b.done, b.late, b.meta}, c, "s", a, "s", c)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.MustDo("GET", b.done); got != a {
+		t.Errorf("watermark %q, want %q (before the member not handled)", got, a)
+	}
+}
+
+// TestExpireAppendLate: a message whose append reaches its log after
+// Expire passed its expiry (a publish held up by a stopped shard) is
+// still settled as expired by a later Expire.
+func TestExpireAppendLate(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := Open(ctx, Options{URL: srv.URL(), Prefix: "appendlate"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t0 := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	m := &tether.Message{ID: "01JA1", Target: tether.DeviceTarget("pos"), Data: json.RawMessage(`1`), PublishedAt: t0, ExpiresAt: t0.Add(time.Minute)}
+	msgs := []*tether.Message{m}
+	if err := s.intend(ctx, msgs); err != nil { // Publish's first step only
+		t.Fatal(err)
+	}
+	now := t0.Add(2 * time.Minute)
+	if n, _, err := s.Expire(ctx, now, t0, 10); err != nil || n != 0 {
+		t.Fatalf("Expire before the append = %d, %v; want 0", n, err)
+	}
+	if _, err := s.appendLogs(ctx, msgs); err != nil { // its second step, late
+		t.Fatal(err)
+	}
+	if n, _, err := s.Expire(ctx, now, t0, 10); err != nil || n != 1 {
+		t.Errorf("Expire after the append = %d, %v; want 1", n, err)
+	}
+	if _, _, err := s.Expire(ctx, t0.Add(time.Hour), t0.Add(time.Hour), 10); err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.MustDo("ZCARD", s.k.log(m.Target).log); got != "0" {
+		t.Errorf("log holds %s entries after the purge, want 0", got)
 	}
 }

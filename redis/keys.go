@@ -37,9 +37,11 @@ import (
 //
 // Per expiry bucket, tag {x:n}, n = fnv32a(msgID) mod expiryBuckets:
 //
-//	P:{x:n}:due   zset, all scores 0   timeKey(expiresAt)+msgID of messages not yet expired by Expire
-//	P:{x:n}:gc    zset, all scores 0   timeKey(expiresAt)+msgID of expired messages waiting to be purged
-//	P:{x:n}:meta  hash  msgID → target ("device:D" or "group:G")
+//	P:{x:n}:due   zset, all scores 0   timeKey(expiresAt)+msgID of every message not purged
+//	P:{x:n}:done  string               the member of due up to which Expire has settled every
+//	                                   message (but those in late)
+//	P:{x:n}:late  zset, all scores 0   members recorded at or below done: not settled yet
+//	P:{x:n}:meta  hash  msgID → target ("device:D" or "group:G") and client id, "target\nclientID"
 //
 //	P:layout      string layout version
 
@@ -83,11 +85,11 @@ func (k keys) hist(device string, source tether.Target) string {
 }
 
 // bucket holds the keys of one expiry bucket.
-type bucket struct{ due, gc, meta string }
+type bucket struct{ due, done, late, meta string }
 
 func (k keys) bucket(n int) bucket {
 	t := k.prefix + ":{x:" + strconv.Itoa(n) + "}:"
-	return bucket{due: t + "due", gc: t + "gc", meta: t + "meta"}
+	return bucket{due: t + "due", done: t + "done", late: t + "late", meta: t + "meta"}
 }
 
 // bucketOf returns the expiry bucket of message id.

@@ -64,7 +64,7 @@ func (s *Store) intend(ctx context.Context, msgs []*tether.Message) error {
 			m := msgs[i]
 			args = append(args, m.ID, timeKey(m.ExpiresAt.UnixNano())+m.ID, m.Target.String()+"\n"+m.ClientID)
 		}
-		units[c] = unit{sc: scriptIntent, keys: []string{b.due, b.meta}, args: args}
+		units[c] = unit{sc: scriptIntent, keys: []string{b.due, b.meta, b.done, b.late}, args: args}
 	}
 	res, err := s.runUnits(ctx, "publish", units)
 	if err != nil {
