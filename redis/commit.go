@@ -134,13 +134,11 @@ func (s *Store) casRound(ctx context.Context, op string, devices []string, units
 	}
 	var again []int
 	for j, i := range sent {
-		v, err := res[j].ToArray()
-		if err != nil || len(v) != 2 {
-			return nil, fmt.Errorf("redis %s: cas answer: %v", op, err)
+		if !res[j].IsInt64() && !res[j].IsString() {
+			return nil, fmt.Errorf("redis %s: cas answer: %w", op, errCorrupt)
 		}
-		ok, _ := v[0].AsInt64()
-		cur, _ := v[1].ToString()
-		if ok == 1 {
+		cur, _ := res[j].ToString() // the current cursors, when it is no number
+		if res[j].IsInt64() {
 			s.remember(devices[i], writes[i], cache)
 			if out[i], err = ledger.DecodeCursors([]byte(writes[i])); err != nil {
 				return nil, fmt.Errorf("redis %s: %w", op, err)

@@ -31,8 +31,9 @@ const trimEvery = 1024
 // same bucket entries and redoes the rest; every step is idempotent, and
 // a delivery counts as expired only when its cursor settles it):
 //
-//  1. scan every expiry bucket for due messages and messages due for
-//     purging (one read-only script per bucket);
+//  1. scan every expiry bucket for due messages (above the bucket's
+//     watermark, or in late) and settled messages due for purging (one
+//     read-only script per bucket);
 //  2. their positions, from their logs' ids hashes, the membership of the
 //     groups with messages to settle, and the newest position of the
 //     logs with messages to purge;
@@ -43,8 +44,8 @@ const trimEvery = 1024
 //  4. purge the messages due for purging from their logs (plain commands;
 //     a script for idempotency entries), and trim the logs that lost
 //     enough (a script per log, then the members of a group's log);
-//  5. only then move the bucket entries to gc, or drop them (one script
-//     per bucket).
+//  5. only then drop the purged entries from their buckets and move each
+//     bucket's watermark over what was settled (one script per bucket).
 func (s *Store) Expire(ctx context.Context, now, purgeBefore time.Time, limit int) (int, bool, error) {
 	if limit < 1 {
 		return 0, false, tether.Errorf(tether.EInvalid, "expire limit %d: must be at least 1", limit)

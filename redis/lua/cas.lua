@@ -5,13 +5,13 @@
 -- args: the cursors read ('' for none), the new cursors ('' to delete),
 -- then 3 values per history range: index of its key in keys, score,
 -- member.
--- Returns {1, ''} when written (or when the new cursors are the ones
--- read), {0, the current cursors} when they changed meanwhile (nothing
+-- Returns 1 when written (or when the new cursors are the ones read),
+-- the current cursors (a string) when they changed meanwhile (nothing
 -- written).
 local function unit(keys, args)
   local cur = redis.call('GET', keys[1]) or ''
   if cur ~= args[1] then
-    return {0, cur}
+    return cur
   end
   if args[2] == '' then
     if cur ~= '' then
@@ -23,5 +23,5 @@ local function unit(keys, args)
   for i = 3, #args, 3 do
     redis.call('ZADD', keys[tonumber(args[i])], args[i + 1], args[i + 2])
   end
-  return {1, ''}
+  return 1
 end
