@@ -1,13 +1,15 @@
 // Package redis is tether's shared store: tether.Store on Redis, a single
-// instance or a Redis Cluster, so that many gateway nodes share messages,
-// deliveries, memberships and idempotency keys.
+// instance or a Redis Cluster, so that many gateway nodes share the logs
+// of devices and groups, each device's cursors in them, memberships and
+// idempotency keys.
 //
 // The client is rueidis: every call is multiplexed onto a few pipelined
 // connections per node, so no caller ever holds a connection, and every
 // wait (for the send queue, for the reply) ends with the caller's ctx.
 // docs/notes/redis.md records the measurements behind that choice, the key
-// layout (also in keys.go) and which methods are one round trip and which
-// are a short fixed sequence of them, and why that keeps at-least-once.
+// layout (also in keys.go), which methods are one round trip and which
+// are a short fixed sequence of them, why that keeps at-least-once, and
+// what a delivery costs Redis.
 package redis
 
 import (
