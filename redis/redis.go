@@ -206,6 +206,9 @@ func (s *Store) checkLayout(ctx context.Context) error {
 	if err != nil {
 		return s.wrap(ctx, "open", err)
 	}
+	if v == "1" {
+		return fmt.Errorf("redis open: the keys under prefix %q were written by an earlier release (layout 1, one record per delivery), which this one cannot read: let the old nodes deliver what they hold, then empty the keys or use another prefix", s.k.prefix)
+	}
 	if v != layoutVersion {
 		return fmt.Errorf("redis open: key layout version %q under %s, want %q", v, s.k.layout(), layoutVersion)
 	}

@@ -3,6 +3,7 @@ package redis_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,13 +37,17 @@ func TestOpenOptions(t *testing.T) {
 // are not read.
 func TestOpenRefusesOtherLayout(t *testing.T) {
 	srv := redistest.Start(t)
-	srv.MustDo("SET", "old:layout", "0")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := redis.Open(ctx, redis.Options{URL: srv.URL(), Prefix: "old"})
-	if err == nil {
-		s.Close()
-		t.Fatal("Open over keys of layout version 0 succeeded")
+	for _, v := range []string{"0", "1", "3"} {
+		srv.MustDo("SET", "old"+v+":layout", v)
+		s, err := redis.Open(ctx, redis.Options{URL: srv.URL(), Prefix: "old" + v})
+		if err == nil {
+			s.Close()
+			t.Errorf("Open over keys of layout version %s succeeded", v)
+		} else if v == "1" && !strings.Contains(err.Error(), "earlier release") {
+			t.Errorf("Open over keys of layout version 1: %v, want it to say an earlier release wrote them", err)
+		}
 	}
 }
 
