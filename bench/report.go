@@ -121,13 +121,17 @@ type MessagesReport struct {
 
 // NodeReport is the node's memory and goroutines, from its /metrics.
 type NodeReport struct {
-	Before *Sample   `json:"before,omitempty"` // before connecting
-	After  *Sample   `json:"after,omitempty"`  // once every connection was up
-	End    *Sample   `json:"end,omitempty"`    // after the last phase
-	Conns  float64   `json:"conns"`            // tether_connections after − before
-	Per    *PerConn  `json:"per_conn,omitempty"`
-	Flow   *NodeFlow `json:"flow,omitempty"` // counter deltas over the publish phase
-	Error  string    `json:"error,omitempty"`
+	Before *Sample  `json:"before,omitempty"` // before connecting
+	After  *Sample  `json:"after,omitempty"`  // once every connection was up
+	End    *Sample  `json:"end,omitempty"`    // after the last phase
+	Conns  float64  `json:"conns"`            // tether_connections after − before
+	Per    *PerConn `json:"per_conn,omitempty"`
+	// PerHeld (--idle) is the cost per connection after holding them idle
+	// for --duration (End, read after a GC): the connect storm's garbage
+	// that the node has given back by then is left out.
+	PerHeld *PerConn  `json:"per_conn_held,omitempty"`
+	Flow    *NodeFlow `json:"flow,omitempty"` // counter deltas over the publish phase
+	Error   string    `json:"error,omitempty"`
 }
 
 // PerConn is the node's cost of one connection: the difference between
@@ -299,6 +303,11 @@ func (r *Report) WriteText(w io.Writer) error {
 	if p := n.Per; p != nil {
 		fmt.Fprintf(tw, "per connection\t%.2f KiB RSS (%.2f KiB without free heap still mapped), %.2f KiB heap, %.2f goroutines (over %.0f connections)\n",
 			p.RSSKiB, p.RSSInUseKiB, p.HeapKiB, p.Goroutines, n.Conns)
+	}
+	if p := n.PerHeld; p != nil {
+		fmt.Fprintf(tw, "node after holding\t%s\n", n.End.text())
+		fmt.Fprintf(tw, "per held connection\t%.2f KiB RSS (%.2f KiB without free heap still mapped), %.2f KiB heap, %.2f goroutines\n",
+			p.RSSKiB, p.RSSInUseKiB, p.HeapKiB, p.Goroutines)
 	}
 	if f := n.Flow; f != nil {
 		fmt.Fprintf(tw, "node counted\t%.0f published, %.0f deliveries, %.0f acks, %.0f redeliveries\n", f.Published, f.Deliveries, f.Acks, f.Redeliveries)

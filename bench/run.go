@@ -310,6 +310,22 @@ func (r *runner) sampleAfter(ctx context.Context) {
 	n.Per = perConn(*n.Before, after, n.Conns)
 }
 
+// sampleHeld reads the node at the end of the hold, the connections
+// still open: what they cost once the node is idle.
+func (r *runner) sampleHeld(ctx context.Context) {
+	n := &r.rep.Node
+	if n.Before == nil || n.Per == nil {
+		return
+	}
+	s, err := r.node.sample(ctx)
+	if err != nil {
+		n.Error = err.Error()
+		return
+	}
+	n.End = &s
+	n.PerHeld = perConn(*n.Before, s, s.Connections-n.Before.Connections)
+}
+
 // holdPhase holds the connections for the duration, publishing nothing.
 func (r *runner) holdPhase(ctx context.Context) error {
 	d := r.cfg.Duration
@@ -325,6 +341,7 @@ func (r *runner) holdPhase(ctx context.Context) error {
 		}
 		if el >= d {
 			r.phase("hold", start, time.Now())
+			r.sampleHeld(ctx)
 			return r.broadcast(command{Type: cmdEnd})
 		}
 		if !sleepUntil(ctx, time.Now().Add(progressTick)) {

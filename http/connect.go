@@ -66,6 +66,11 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	upgraded = true
 	s.conns.Add(1)
+	if s.poll != nil {
+		if fc, err := detach(conn); err == nil {
+			conn = fc // the poller's: no netpoller state per idle socket
+		}
+	}
 	c := newConn(conn, s.cfg.MaxMessageBytes)
 	c.srv = s
 	early := buffered(rw.Reader)

@@ -10,7 +10,6 @@ import (
 	"net"
 	"runtime/pprof"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -39,11 +38,11 @@ type poller struct {
 	closed  bool
 }
 
-// pconn is a connection registered with the poller.
+// pconn is a connection registered with the poller. Its socket is an
+// fdConn: the descriptor stays open while pc.mu is held by its reader.
 type pconn struct {
 	*conn
 	sess *hub.Session
-	raw  syscall.RawConn
 	fd   int
 
 	mu       sync.Mutex // guards following; held by the worker reading it
@@ -76,17 +75,14 @@ func (p *poller) start() {
 	}
 }
 
-// add registers c; early holds bytes the client sent with the handshake.
+// add registers c, whose socket detach took out of Go's netpoller; early
+// holds bytes the client sent with the handshake.
 func (p *poller) add(c *conn, sess *hub.Session, early []byte) error {
-	tc, ok := c.c.(syscall.Conn)
+	fc, ok := c.c.(*fdConn)
 	if !ok {
-		return errors.New("not a socket")
+		return errNotTCP
 	}
-	raw, err := tc.SyscallConn()
-	if err != nil {
-		return err
-	}
-	pc := &pconn{conn: c, sess: sess, raw: raw, buf: early}
+	pc := &pconn{conn: c, sess: sess, fd: fc.fd, buf: early}
 	// The hook is set before the socket is registered: from the first
 	// event on, the shared frame handling must see a polled connection.
 	// The session is attached already, so a takeover or the hub may have
@@ -109,16 +105,8 @@ func (p *poller) register(pc *pconn) error {
 	if p.closed {
 		return net.ErrClosed
 	}
-	var cerr error
-	err := pc.raw.Control(func(fd uintptr) {
-		pc.fd = int(fd)
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(fd)}
-		cerr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
-	})
-	if err == nil {
-		err = cerr
-	}
-	if err != nil {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(pc.fd)}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, pc.fd, &ev); err != nil {
 		return err
 	}
 	p.conns[pc.fd] = pc
@@ -230,15 +218,8 @@ func (p *poller) readAll(pc *pconn, buf []byte) (over bool) {
 		p.parse(pc, nil)
 	}
 	for total := 0; total < pollReadMax; {
-		var n int
-		var rerr error
-		err := pc.raw.Read(func(fd uintptr) bool {
-			n, rerr = unix.Read(int(fd), buf)
-			return true // never park: the poller waits, not this worker
-		})
+		n, rerr := unix.Read(pc.fd, buf) // never parks: the poller waits
 		switch {
-		case err != nil:
-			return true
 		case errors.Is(rerr, unix.EAGAIN):
 			return false
 		case errors.Is(rerr, unix.EINTR):

@@ -4,6 +4,7 @@ package http
 
 import (
 	"errors"
+	"net"
 
 	"github.com/tetherpush/tether/hub"
 )
@@ -18,3 +19,6 @@ func (*poller) start()                                {}
 func (*poller) add(*conn, *hub.Session, []byte) error { return errors.New("no poller") }
 func (*poller) count() int                            { return 0 }
 func (*poller) close()                                {}
+
+// detach is Linux only (fdconn.go).
+func detach(net.Conn) (net.Conn, error) { return nil, errors.New("no poller") }
