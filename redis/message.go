@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -118,21 +119,39 @@ func (s *Store) appendLogs(ctx context.Context, msgs []*tether.Message) ([]tethe
 	}
 	out := make([]tether.PublishResult, len(msgs))
 	for c, r := range res {
-		flat, err := r.AsStrSlice()
+		flat, err := r.ToArray()
 		idx := byLog[order[c]]
 		if err != nil || len(flat) != 4*len(idx) {
 			return nil, fmt.Errorf("redis publish: append answered %d values for %d messages: %v", len(flat), len(idx), err)
 		}
 		for j, i := range idx {
-			seq, err1 := strconv.ParseUint(flat[4*j+2], 10, 64)
-			n, err2 := strconv.Atoi(flat[4*j+3])
-			if err1 != nil || err2 != nil {
+			kind, err1 := flat[4*j].ToString()
+			id, err2 := flat[4*j+1].ToString()
+			seq, err3 := number(flat[4*j+2])
+			n, err4 := number(flat[4*j+3])
+			if err := errors.Join(err1, err2, err3, err4); err != nil {
 				return nil, fmt.Errorf("redis publish: append answer: %w", errCorrupt)
 			}
-			out[i] = tether.PublishResult{ID: flat[4*j+1], Seq: seq, Recipients: n, Duplicate: flat[4*j] == "d"}
+			out[i] = tether.PublishResult{ID: id, Seq: seq, Recipients: int(n), Duplicate: kind == "d"}
 		}
 	}
 	return out, nil
+}
+
+// number decodes a script's answer that is a number or its text.
+func number(m rueidis.RedisMessage) (uint64, error) {
+	if m.IsInt64() {
+		v, err := m.AsInt64()
+		if v < 0 {
+			return 0, errCorrupt
+		}
+		return uint64(v), err
+	}
+	s, err := m.ToString()
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(s, 10, 64)
 }
 
 // Read returns, for each request, up to Limit entries of its log after

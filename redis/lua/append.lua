@@ -12,7 +12,7 @@
 -- three writes and no read.
 -- Returns a flat array, 4 values per message: 'n' (new) or 'd'
 -- (duplicate), the id (of the original for a duplicate), its position and
--- its recipient count.
+-- its recipient count (numbers, or for a duplicate their text).
 local function after(ams, asub, bms, bsub)
   return ams > bms or (ams == bms and asub > bsub)
 end
@@ -21,12 +21,14 @@ local function unit(keys, args)
   if args[1] == 'g' then
     n = redis.call('SCARD', keys[5])
   end
+  local ns = '|' .. n -- converted once: a number's conversion costs
   local out = {}
   for i = 2, #args, 6 do
     local id, cid = args[i], args[i + 1]
     local seq = redis.call('INCR', keys[1])
     local dup
-    if redis.call('HSETNX', keys[3], id, seq .. '|' .. n) == 0 then
+    local seqs = tostring(seq)
+    if redis.call('HSETNX', keys[3], id, seqs .. ns) == 0 then
       local old = redis.call('HGET', keys[3], id)
       local s, m = string.match(old, '^(%d+)|(%d+)$')
       dup = {'d', id, s, m}
@@ -46,12 +48,12 @@ local function unit(keys, args)
     else
       redis.call('ZADD', keys[2], seq, args[i + 5])
       if cid ~= '' then
-        redis.call('HSET', keys[4], cid, args[i + 4] .. '|' .. n .. '|' .. seq .. '|' .. id)
+        redis.call('HSET', keys[4], cid, args[i + 4] .. ns .. '|' .. seqs .. '|' .. id)
       end
       out[#out + 1] = 'n'
       out[#out + 1] = id
-      out[#out + 1] = tostring(seq)
-      out[#out + 1] = tostring(n)
+      out[#out + 1] = seq
+      out[#out + 1] = n
     end
   end
   return out
