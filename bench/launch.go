@@ -101,6 +101,8 @@ type capped struct {
 	max int
 }
 
+// Write keeps what fits under max and drops the rest; it always reports
+// len(p), nil so the process writing to it never fails.
 func (c *capped) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -110,6 +112,7 @@ func (c *capped) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// String returns the bytes kept so far.
 func (c *capped) String() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -128,6 +128,7 @@ type statusError struct {
 	RetryAfter  string
 }
 
+// Error names the request, the status and the body of the answer.
 func (e *statusError) Error() string {
 	return fmt.Sprintf("%s %s: the node answered %d: %s", e.Method, e.URL, e.Status, e.Body)
 }

@@ -26,6 +26,8 @@ type bar struct {
 	b *progressbar.ProgressBar
 }
 
+// Start finishes the bar of the previous phase and draws a new one for
+// total steps of phase.
 func (p *bar) Start(phase string, total int64) {
 	p.Finish()
 	p.b = progressbar.NewOptions64(total,
@@ -40,6 +42,7 @@ func (p *bar) Start(phase string, total int64) {
 	)
 }
 
+// Update moves the bar to done and shows status beside it.
 func (p *bar) Update(done int64, status string) {
 	if p.b == nil {
 		return
@@ -48,6 +51,7 @@ func (p *bar) Update(done int64, status string) {
 	_ = p.b.Set64(done)
 }
 
+// Finish completes the bar and ends its line; it does nothing without one.
 func (p *bar) Finish() {
 	if p.b == nil {
 		return
@@ -72,6 +76,7 @@ type lines struct {
 	text  string
 }
 
+// Start writes the name of the phase and starts counting its total steps.
 func (p *lines) Start(phase string, total int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -79,6 +84,8 @@ func (p *lines) Start(phase string, total int64) {
 	fmt.Fprintf(p.w, "%s…\n", phase)
 }
 
+// Update records done and status, and writes them as a line when the last
+// line is at least every old.
 func (p *lines) Update(done int64, status string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -90,6 +97,7 @@ func (p *lines) Update(done int64, status string) {
 	fmt.Fprintf(p.w, "%s %d/%d: %s\n", p.phase, done, p.total, status)
 }
 
+// Finish writes the phase's last status, if any, and forgets the phase.
 func (p *lines) Finish() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -102,6 +110,11 @@ func (p *lines) Finish() {
 // noProgress shows nothing.
 type noProgress struct{}
 
-func (noProgress) Start(string, int64)  {}
+// Start does nothing.
+func (noProgress) Start(string, int64) {}
+
+// Update does nothing.
 func (noProgress) Update(int64, string) {}
-func (noProgress) Finish()              {}
+
+// Finish does nothing.
+func (noProgress) Finish() {}

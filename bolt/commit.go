@@ -28,6 +28,7 @@ type fnError struct {
 	err   error
 }
 
+// Error returns the message of the error fn returned.
 func (e *fnError) Error() string { return e.err.Error() }
 
 // update queues fn for the committer and waits until it is durable, ctx is

@@ -45,10 +45,15 @@ type Checks struct {
 type Status string
 
 const (
+	// Pass means the server behaved as the check expects.
 	Pass Status = "pass"
+	// Fail means it did not; any Fail makes Report.Pass false.
 	Fail Status = "fail"
-	Skip Status = "skip" // nothing to measure (no connection survived to it)
-	Info Status = "info" // measured, not judged
+	// Skip means there was nothing to measure (no connection survived to
+	// the check).
+	Skip Status = "skip"
+	// Info means measured, not judged.
+	Info Status = "info"
 )
 
 // Result is what every check has: its verdict and its line of text.

@@ -120,6 +120,7 @@ const (
 	StateClosed                        // the client ended; err says why, as Err does
 )
 
+// String returns the state in lower case, as in "connected".
 func (s State) String() string {
 	switch s {
 	case StateConnecting:

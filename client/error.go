@@ -32,6 +32,8 @@ type CloseError struct {
 	Reason string
 }
 
+// Error gives the close code and the reason the server sent, or the
+// protocol's name for the code when it sent none.
 func (e *CloseError) Error() string {
 	reason := e.Reason
 	if reason == "" {
@@ -52,6 +54,7 @@ type StatusError struct {
 	RetryAfter time.Duration
 }
 
+// Error gives the HTTP status of the answer.
 func (e *StatusError) Error() string {
 	return "handshake: HTTP " + strconv.Itoa(e.Status) + " " + http.StatusText(e.Status)
 }
@@ -62,7 +65,10 @@ type protocolError struct {
 	msg  string
 }
 
+// Error is ErrProtocol's message followed by what was wrong.
 func (e *protocolError) Error() string { return ErrProtocol.Error() + ": " + e.msg }
+
+// Unwrap returns ErrProtocol, so errors.Is(err, ErrProtocol) holds.
 func (e *protocolError) Unwrap() error { return ErrProtocol }
 
 func protoErrorf(code int, format string, args ...any) error {

@@ -194,6 +194,7 @@ func (c *conn) finish() {
 // errClose carries the close code a read error calls for.
 type errClose struct{ code int }
 
+// Error names the close code.
 func (e errClose) Error() string { return "close " + wire.CloseReason(e.code) }
 
 // readLoop reads frames until the connection ends, feeding text messages to

@@ -139,6 +139,8 @@ func (f *fdConn) wait(events int16, deadline *atomic.Int64) error {
 	}
 }
 
+// Read reads from the socket, polling while it has no data until data
+// arrives, the read deadline passes or the conn closes.
 func (f *fdConn) Read(p []byte) (int, error) {
 	if !f.acquire() {
 		return 0, net.ErrClosed
@@ -164,6 +166,8 @@ func (f *fdConn) Read(p []byte) (int, error) {
 	}
 }
 
+// Write writes all of p, polling while the socket buffer is full until
+// it drains, the write deadline passes or the conn closes.
 func (f *fdConn) Write(p []byte) (int, error) {
 	if !f.acquire() {
 		return 0, net.ErrClosed
@@ -196,16 +200,22 @@ func unixNanos(t time.Time) int64 {
 	return t.UnixNano()
 }
 
+// SetDeadline sets the read and write deadlines; the zero time clears them.
 func (f *fdConn) SetDeadline(t time.Time) error {
 	f.rdl.Store(unixNanos(t))
 	f.wdl.Store(unixNanos(t))
 	return nil
 }
 
-func (f *fdConn) SetReadDeadline(t time.Time) error  { f.rdl.Store(unixNanos(t)); return nil }
+// SetReadDeadline sets the read deadline; the zero time clears it.
+func (f *fdConn) SetReadDeadline(t time.Time) error { f.rdl.Store(unixNanos(t)); return nil }
+
+// SetWriteDeadline sets the write deadline; the zero time clears it.
 func (f *fdConn) SetWriteDeadline(t time.Time) error { f.wdl.Store(unixNanos(t)); return nil }
 
-// LocalAddr and RemoteAddr are not kept (nothing after the upgrade needs
-// them, and they cost memory per connection).
-func (f *fdConn) LocalAddr() net.Addr  { return nil }
+// LocalAddr returns nil: the addresses are not kept (nothing after the
+// upgrade needs them, and they cost memory per connection).
+func (f *fdConn) LocalAddr() net.Addr { return nil }
+
+// RemoteAddr returns nil, for the same reason as LocalAddr.
 func (f *fdConn) RemoteAddr() net.Addr { return nil }

@@ -67,10 +67,19 @@ func (h *Hub) countOnline(prefix string) int {
 // of the smallest ids kept so far.
 type byDevice []*Session
 
-func (b byDevice) Len() int           { return len(b) }
+// Len implements heap.Interface.
+func (b byDevice) Len() int { return len(b) }
+
+// Less implements heap.Interface: the larger device id is nearer the root.
 func (b byDevice) Less(i, j int) bool { return b[i].device > b[j].device }
-func (b byDevice) Swap(i, j int)      { b[i], b[j] = b[j], b[i] }
-func (b *byDevice) Push(x any)        { *b = append(*b, x.(*Session)) }
+
+// Swap implements heap.Interface.
+func (b byDevice) Swap(i, j int) { b[i], b[j] = b[j], b[i] }
+
+// Push implements heap.Interface; x is a *Session.
+func (b *byDevice) Push(x any) { *b = append(*b, x.(*Session)) }
+
+// Pop implements heap.Interface.
 func (b *byDevice) Pop() any {
 	old := *b
 	s := old[len(old)-1]

@@ -46,6 +46,8 @@ func errorKind(err error) string {
 	return "internal"
 }
 
+// Publish is tether.Store.Publish under the hub's timeout, timed and counted as
+// op "publish".
 func (st *store) Publish(ctx context.Context, msgs []*tether.Message) (res []tether.PublishResult, err error) {
 	err = st.do(ctx, "publish", func(ctx context.Context) error {
 		res, err = st.s.Publish(ctx, msgs)
@@ -54,14 +56,20 @@ func (st *store) Publish(ctx context.Context, msgs []*tether.Message) (res []tet
 	return res, err
 }
 
+// Join is tether.Store.Join under the hub's timeout, timed and counted as
+// op "join".
 func (st *store) Join(ctx context.Context, device string, groups []string) error {
 	return st.do(ctx, "join", func(ctx context.Context) error { return st.s.Join(ctx, device, groups) })
 }
 
+// Leave is tether.Store.Leave under the hub's timeout, timed and counted as
+// op "leave".
 func (st *store) Leave(ctx context.Context, group, device string) error {
 	return st.do(ctx, "leave", func(ctx context.Context) error { return st.s.Leave(ctx, group, device) })
 }
 
+// Cursors is tether.Store.Cursors under the hub's timeout, timed and counted as
+// op "cursors".
 func (st *store) Cursors(ctx context.Context, devices []string) (cs [][]tether.Cursor, err error) {
 	err = st.do(ctx, "cursors", func(ctx context.Context) error {
 		cs, err = st.s.Cursors(ctx, devices)
@@ -70,6 +78,8 @@ func (st *store) Cursors(ctx context.Context, devices []string) (cs [][]tether.C
 	return cs, err
 }
 
+// Read is tether.Store.Read under the hub's timeout, timed and counted as
+// op "read".
 func (st *store) Read(ctx context.Context, reqs []tether.ReadRequest) (es [][]tether.Entry, err error) {
 	err = st.do(ctx, "read", func(ctx context.Context) error {
 		es, err = st.s.Read(ctx, reqs)
@@ -78,6 +88,8 @@ func (st *store) Read(ctx context.Context, reqs []tether.ReadRequest) (es [][]te
 	return es, err
 }
 
+// Commit is tether.Store.Commit under the hub's timeout, timed and counted as
+// op "commit".
 func (st *store) Commit(ctx context.Context, changes []tether.Change) (res []tether.Committed, err error) {
 	err = st.do(ctx, "commit", func(ctx context.Context) error {
 		res, err = st.s.Commit(ctx, changes)
@@ -86,6 +98,8 @@ func (st *store) Commit(ctx context.Context, changes []tether.Change) (res []tet
 	return res, err
 }
 
+// Expire is tether.Store.Expire under the hub's timeout, timed and counted as
+// op "expire".
 func (st *store) Expire(ctx context.Context, now, purgeBefore time.Time, limit int) (n int, more bool, err error) {
 	err = st.do(ctx, "expire", func(ctx context.Context) error {
 		n, more, err = st.s.Expire(ctx, now, purgeBefore, limit)
@@ -94,6 +108,8 @@ func (st *store) Expire(ctx context.Context, now, purgeBefore time.Time, limit i
 	return n, more, err
 }
 
+// Message is tether.Store.Message under the hub's timeout, timed and counted as
+// op "message".
 func (st *store) Message(ctx context.Context, id string) (ms tether.MessageStatus, err error) {
 	err = st.do(ctx, "message", func(ctx context.Context) error {
 		ms, err = st.s.Message(ctx, id)
@@ -102,6 +118,8 @@ func (st *store) Message(ctx context.Context, id string) (ms tether.MessageStatu
 	return ms, err
 }
 
+// Device is tether.Store.Device under the hub's timeout, timed and counted as
+// op "device".
 func (st *store) Device(ctx context.Context, id string) (info tether.DeviceInfo, err error) {
 	err = st.do(ctx, "device", func(ctx context.Context) error {
 		info, err = st.s.Device(ctx, id)
@@ -110,6 +128,8 @@ func (st *store) Device(ctx context.Context, id string) (info tether.DeviceInfo,
 	return info, err
 }
 
+// Group is tether.Store.Group under the hub's timeout, timed and counted as
+// op "group".
 func (st *store) Group(ctx context.Context, id string) (info tether.GroupInfo, err error) {
 	err = st.do(ctx, "group", func(ctx context.Context) error {
 		info, err = st.s.Group(ctx, id)
@@ -118,6 +138,8 @@ func (st *store) Group(ctx context.Context, id string) (info tether.GroupInfo, e
 	return info, err
 }
 
+// Ping is tether.Store.Ping under the hub's timeout, timed and counted as
+// op "ping".
 func (st *store) Ping(ctx context.Context) error {
 	return st.do(ctx, "ping", st.s.Ping)
 }

@@ -94,18 +94,27 @@ func (sc *scheduler) run(ctx context.Context) {
 // scheduler.mu.
 type timerHeap []*Session
 
-func (h timerHeap) Len() int           { return len(h) }
+// Len implements heap.Interface.
+func (h timerHeap) Len() int { return len(h) }
+
+// Less implements heap.Interface: the earliest timer is at the root.
 func (h timerHeap) Less(i, j int) bool { return h[i].timerAt < h[j].timerAt }
+
+// Swap implements heap.Interface and keeps each session's heapIdx.
 func (h timerHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].heapIdx = int32(i)
 	h[j].heapIdx = int32(j)
 }
+
+// Push implements heap.Interface; x is a *Session, which learns its index.
 func (h *timerHeap) Push(x any) {
 	s := x.(*Session)
 	s.heapIdx = int32(len(*h))
 	*h = append(*h, s)
 }
+
+// Pop implements heap.Interface; the session's heapIdx becomes -1.
 func (h *timerHeap) Pop() any {
 	old := *h
 	s := old[len(old)-1]

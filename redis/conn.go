@@ -104,6 +104,7 @@ type trackedConn struct {
 	once sync.Once
 }
 
+// Close removes the connection from its set, once, and closes it.
 func (c *trackedConn) Close() error {
 	c.once.Do(func() {
 		c.set.mu.Lock()

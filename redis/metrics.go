@@ -11,10 +11,13 @@ func (s *Store) Collector() prometheus.Collector { return connCollector{s} }
 var connDesc = prometheus.NewDesc("tether_redis_connections",
 	"Open connections of the Redis client (multiplexed: calls never hold one).", nil, nil)
 
+// connCollector is the prometheus.Collector that Collector returns.
 type connCollector struct{ s *Store }
 
+// Describe sends the description of tether_redis_connections.
 func (c connCollector) Describe(ch chan<- *prometheus.Desc) { ch <- connDesc }
 
+// Collect sends the number of open connections, counted now.
 func (c connCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(connDesc, prometheus.GaugeValue, float64(c.s.conns.count()))
 }

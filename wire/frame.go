@@ -72,6 +72,8 @@ var (
 // UnknownTypeError reports a frame whose type is not one of protocol v1.
 type UnknownTypeError struct{ Type string }
 
+// Error quotes the type, clipped to 32 bytes, and names the types a
+// client may send.
 func (e *UnknownTypeError) Error() string {
 	t := e.Type
 	if len(t) > 32 {

@@ -57,6 +57,8 @@ type checkConfig struct {
 // variable holds one header per line.
 type headerList struct{ h http.Header }
 
+// String returns the headers one per line, as the environment variable
+// holds them.
 func (v *headerList) String() string {
 	if v == nil || len(v.h) == 0 {
 		return ""
@@ -66,6 +68,7 @@ func (v *headerList) String() string {
 	return strings.TrimSpace(b.String())
 }
 
+// Set adds each non-blank "Name: value" line of s to the headers.
 func (v *headerList) Set(s string) error {
 	for line := range strings.Lines(s) {
 		line = strings.TrimRight(line, "\r\n")

@@ -234,6 +234,7 @@ type closer struct {
 	done func()
 }
 
+// Close closes the body, runs done and returns the body's close error.
 func (c closer) Close() error {
 	err := c.ReadCloser.Close()
 	c.done()

@@ -171,8 +171,10 @@ func (f *flagSet) usage(w io.Writer) {
 // intValue is an int flag with readable errors.
 type intValue int
 
+// String returns the value in decimal.
 func (v *intValue) String() string { return strconv.Itoa(int(*v)) }
 
+// Set parses a whole number, ignoring surrounding spaces.
 func (v *intValue) Set(s string) error {
 	n, err := strconv.Atoi(strings.TrimSpace(s))
 	if err != nil {
@@ -185,6 +187,7 @@ func (v *intValue) Set(s string) error {
 // durationValue is a time.Duration flag with readable errors.
 type durationValue time.Duration
 
+// String returns the duration as formatDuration writes it.
 func (v *durationValue) String() string { return formatDuration(time.Duration(*v)) }
 
 // formatDuration is time.Duration.String without zero minutes and
@@ -200,6 +203,7 @@ func formatDuration(d time.Duration) string {
 	return s
 }
 
+// Set parses a duration such as 25s or 24h, ignoring surrounding spaces.
 func (v *durationValue) Set(s string) error {
 	d, err := time.ParseDuration(strings.TrimSpace(s))
 	if err != nil {
@@ -215,6 +219,7 @@ type listValue struct {
 	given bool // a value was set; the default is gone
 }
 
+// String returns the items joined by commas.
 func (v *listValue) String() string {
 	if v == nil || v.p == nil {
 		return ""
@@ -222,6 +227,8 @@ func (v *listValue) String() string {
 	return strings.Join(*v.p, ",")
 }
 
+// Set appends the non-blank comma-separated items of s; the first Set
+// replaces the default.
 func (v *listValue) Set(s string) error {
 	if !v.given {
 		*v.p = nil

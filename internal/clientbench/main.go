@@ -201,6 +201,7 @@ func runCell(srv *server, c client, name string, w workload, conc int, dur time.
 	return res
 }
 
+// String formats the cell as one row of the results table.
 func (c cell) String() string {
 	s := fmt.Sprintf("%9.0f ops/s p50 %-9v p99 %-9v conns %d", c.opsPerSec, c.p50.Round(time.Microsecond), c.p99.Round(time.Microsecond), c.maxConns)
 	if c.errs > 0 {
@@ -212,6 +213,7 @@ func (c cell) String() string {
 // quiet discards go-redis's log lines.
 type quiet struct{}
 
+// Printf discards the line.
 func (quiet) Printf(context.Context, string, ...any) {}
 
 // connName is the connection name of client i, to count its connections.

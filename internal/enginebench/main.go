@@ -448,11 +448,18 @@ type pebbleEngine struct {
 	c  *committer // nil: writers call Set themselves
 }
 
+// quietLogger is a pebble.Logger that drops pebble's informational lines.
 type quietLogger struct{}
 
-func (quietLogger) Infof(string, ...any)      {}
+// Infof discards the line.
+func (quietLogger) Infof(string, ...any) {}
+
+// Errorf logs the line.
 func (quietLogger) Errorf(f string, a ...any) { log.Printf(f, a...) }
+
+// Fatalf logs the line and exits.
 func (quietLogger) Fatalf(f string, a ...any) { log.Fatalf(f, a...) }
+
 func openPebble(dir string) (engine, error) {
 	db, err := pebble.Open(dir, &pebble.Options{Logger: quietLogger{}})
 	if err != nil {

@@ -92,6 +92,7 @@ func (h *hub) len() int {
 // closerFunc adapts a close method that is not an io.Closer.
 type closerFunc func() error
 
+// Close calls f.
 func (f closerFunc) Close() error { return f() }
 
 // deviceFrom returns the device query parameter of a request URI.
