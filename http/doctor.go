@@ -133,13 +133,23 @@ type socketCollector struct {
 	last doctor.SocketReport
 }
 
+// NewSocketCollector returns the collector of tether_tcp_sockets{state}
+// that a node registers for its listen port: the server-side sockets of
+// port (asked at each read) by TCP state, read from /proc/net/tcp{,6} at
+// most every five seconds. A state with no socket is left out.
+func NewSocketCollector(port func() int) prometheus.Collector {
+	return newSocketCollector(port)
+}
+
 func newSocketCollector(port func() int) *socketCollector {
 	return &socketCollector{port: port, desc: prometheus.NewDesc("tether_tcp_sockets",
 		"Sockets of the listen port (server side) by TCP state.", []string{"state"}, nil)}
 }
 
+// Describe implements prometheus.Collector.
 func (c *socketCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
+// Collect implements prometheus.Collector.
 func (c *socketCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	if time.Since(c.at) > 5*time.Second {

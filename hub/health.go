@@ -97,12 +97,14 @@ func (hl *health) ping(ctx context.Context) {
 	}
 	switch {
 	case err == nil:
+		hl.h.m.StoreUp.Set(1)
 		if hl.storeErr.Swap(nil) != nil {
 			hl.h.log.Info("the store answers again")
 		}
 	case hl.h.ctx.Err() != nil:
 	default:
 		err = fmt.Errorf("store does not answer: %w", err)
+		hl.h.m.StoreUp.Set(0)
 		if hl.storeErr.Swap(&err) == nil {
 			hl.h.log.Warn("the store does not answer: publishes and connects are refused with 503 until it does", "err", err)
 		}
@@ -123,9 +125,11 @@ func (hl *health) measure(now time.Time) {
 	switch over := hl.overloaded.Load(); {
 	case !over && lag > bound/4:
 		hl.overloaded.Store(true)
+		h.m.Overloaded.Set(1)
 		h.log.Warn("overloaded: publishes are refused with 503 until the node catches up", "lag", lag, "max_delivery_lag", bound)
 	case over && lag < bound/8:
 		hl.overloaded.Store(false)
+		h.m.Overloaded.Set(0)
 		h.log.Info("caught up: publishes are accepted again", "lag", lag)
 	}
 }

@@ -141,6 +141,7 @@ func New(st tether.Store, cfg Config) *Hub {
 		feeds:    make(map[string]*feed),
 	}
 	h.store = &store{s: st, timeout: cfg.StoreTimeout, m: cfg.Metrics}
+	h.m.MaxDeliveryLag.Set(cfg.MaxDeliveryLag.Seconds())
 	if cfg.Fleet != nil {
 		h.fleet = &fleet{f: cfg.Fleet, hub: h, node: cfg.Node}
 	}

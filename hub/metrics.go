@@ -19,6 +19,9 @@ type Metrics struct {
 	Closes          *prometheus.CounterVec
 	DeliveryLag     prometheus.Gauge
 	Refused         *prometheus.CounterVec
+	StoreUp         prometheus.Gauge
+	Overloaded      prometheus.Gauge
+	MaxDeliveryLag  prometheus.Gauge
 }
 
 // NewMetrics builds the hub's metrics and registers them on reg (nil: not
@@ -55,11 +58,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "tether_delivery_lag_seconds", Help: "Age of the oldest work the node has not done (a session waiting for a worker, a store read or commit, a publish's store write); publishes are refused past a quarter of --max-delivery-lag."}),
 		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_publishes_refused_total", Help: "Publish requests refused at once with 503, before their body is read, by reason: overloaded, unavailable (the store is down)."}, []string{"reason"}),
+		StoreUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tether_store_up", Help: "1 while the store answers the node's health check (every 250 ms), 0 while it does not: publishes and connects are then refused with 503 unavailable and /readyz answers 503."}),
+		Overloaded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tether_overloaded", Help: "1 while publishes are refused with 503 overloaded (the delivery lag passed a quarter of --max-delivery-lag and has not yet fallen below an eighth), else 0."}),
+		MaxDeliveryLag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tether_max_delivery_lag_seconds", Help: "The node's --max-delivery-lag: the bound tether_delivery_lag_seconds is held under by refusing publishes."}),
 	}
+	// Series a rule or a dashboard reads from the start, so that rate()
+	// sees their first increase.
+	for _, r := range []string{"overloaded", "unavailable"} {
+		m.Refused.WithLabelValues(r)
+	}
+	m.StoreUp.Set(1)
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.Published, m.Deliveries, m.Acks, m.Redeliveries,
 			m.Expired, m.Dead, m.DeliveryLatency, m.StoreOp, m.StoreInflight, m.StoreErrors, m.Closes,
-			m.DeliveryLag, m.Refused)
+			m.DeliveryLag, m.Refused, m.StoreUp, m.Overloaded, m.MaxDeliveryLag)
 	}
 	return m
 }
