@@ -13,6 +13,8 @@ import (
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"github.com/tetherpush/tether/internal/nodetest"
 )
 
 // browserLife bounds everything one test does in the browser.
@@ -191,14 +193,14 @@ func (b *Browser) WaitText(t *testing.T, timeout time.Duration, selector, want s
 
 func TestBrowserDashboardShowsLiveNumbers(t *testing.T) {
 	b := MustBrowser(t)
-	n := MustOpenNode(t, nil)
+	n := mustOpenNode(t, nil)
 
 	b.Do(t, 15*time.Second, chromedp.Navigate(n.AdminURL+"/"), chromedp.WaitVisible(chromedp.ID("connections")))
 	b.WaitText(t, 10*time.Second, "#connections", "0")
 	b.WaitText(t, 5*time.Second, "#node", "node n1")
 
-	d1 := n.Dial(t, "pos-1", "shop-1")
-	n.Dial(t, "pos-2", "shop-1")
+	d1 := n.Connect(t, "pos-1", "shop-1")
+	n.Connect(t, "pos-2", "shop-1")
 	b.WaitText(t, 10*time.Second, "#connections", "2")
 	b.WaitJS(t, 10*time.Second, "both devices listed",
 		`document.querySelectorAll('#devices tr[data-device]').length === 2 && document.querySelector('#devices tr[data-device="pos-1"]') !== null`)
@@ -234,7 +236,7 @@ func TestBrowserDashboardShowsLiveNumbers(t *testing.T) {
 
 func TestBrowserDemoDeviceReceivesAndAcks(t *testing.T) {
 	b := MustBrowser(t)
-	n := MustOpenNode(t, nil)
+	n := mustOpenNode(t, nil)
 
 	b.Do(t, 15*time.Second,
 		chromedp.Navigate(n.AdminURL+"/demo"),
@@ -245,7 +247,7 @@ func TestBrowserDemoDeviceReceivesAndAcks(t *testing.T) {
 	)
 	b.WaitText(t, 10*time.Second, "#state", "connected")
 	b.WaitText(t, 5*time.Second, "#welcome-node", "n1")
-	if got, want := b.Text(t, "#gateway"), n.WSURL; got != want {
+	if got, want := b.Text(t, "#gateway"), n.WSURL+"/v1/connect"; got != want {
 		t.Errorf("gateway %q, want %q", got, want)
 	}
 
@@ -258,7 +260,7 @@ func TestBrowserDemoDeviceReceivesAndAcks(t *testing.T) {
 	if got := b.Text(t, row+" .target"); got != "device:demo-1" {
 		t.Errorf("target shows %q", got)
 	}
-	eventually(t, 10*time.Second, "the message acked in the store", func() bool { return n.MessageState(t, id, "demo-1") == "acked" })
+	nodetest.Eventually(t, 10*time.Second, "the message acked in the store", func() bool { return n.DeliveryState(t, id, "demo-1") == "acked" })
 
 	// A group named in the demo token delivers too; acks are batched.
 	var ids []string
@@ -266,7 +268,7 @@ func TestBrowserDemoDeviceReceivesAndAcks(t *testing.T) {
 		ids = append(ids, n.Publish(t, "group:shop-2", map[string]int{"n": i}))
 	}
 	for _, id := range ids {
-		eventually(t, 10*time.Second, "group message "+id+" acked", func() bool { return n.MessageState(t, id, "demo-1") == "acked" })
+		nodetest.Eventually(t, 10*time.Second, "group message "+id+" acked", func() bool { return n.DeliveryState(t, id, "demo-1") == "acked" })
 	}
 	b.WaitText(t, 5*time.Second, "#acked", "6")
 	stats := Eval[struct{ Received, Duplicates, Failed int }](t, b, `window.demoClient.stats`)
@@ -276,7 +278,7 @@ func TestBrowserDemoDeviceReceivesAndAcks(t *testing.T) {
 
 	// A newer connection of the same device replaces the page's (4409),
 	// and the client does not fight back.
-	n.Dial(t, "demo-1")
+	n.Connect(t, "demo-1")
 	b.WaitText(t, 10*time.Second, "#state", "closed")
 	if got := b.Text(t, "#state-info"); !strings.HasPrefix(got, "4409") {
 		t.Errorf("state info %q, want the 4409 close", got)
@@ -286,13 +288,13 @@ func TestBrowserDemoDeviceReceivesAndAcks(t *testing.T) {
 
 func TestBrowserClientDedupsRedeliveries(t *testing.T) {
 	b := MustBrowser(t)
-	n := MustOpenNode(t, nil)
+	n := mustOpenNode(t, nil)
 	b.Do(t, 15*time.Second, chromedp.Navigate(n.AdminURL+"/demo"), chromedp.WaitReady(chromedp.ID("connect")))
 
 	// A client whose handler fails once: the message is not acked, comes
 	// back on the next connection with attempt 2, and is handled then; an
 	// id seen again after it was handled is acked without the handler.
-	tok := MustToken(t, "dedup-1")
+	tok := nodetest.MustToken(t, "dedup-1")
 	script := fmt.Sprintf(`(() => {
 	  window.calls = [];
 	  let failed = false;
@@ -305,7 +307,7 @@ func TestBrowserClientDedupsRedeliveries(t *testing.T) {
 	  });
 	  window.c.connect();
 	  return true;
-	})()`, n.WSURL, tok)
+	})()`, n.WSURL+"/v1/connect", tok)
 	Eval[bool](t, b, script)
 	b.WaitJS(t, 10*time.Second, "the client connected", `window.c.state === 'connected'`)
 
@@ -315,7 +317,7 @@ func TestBrowserClientDedupsRedeliveries(t *testing.T) {
 	// on the next session.
 	Eval[bool](t, b, `window.c._ws.close(); true`)
 	b.WaitJS(t, 10*time.Second, "the redelivery handled", `window.calls.length === 2`)
-	eventually(t, 10*time.Second, "the message acked", func() bool { return n.MessageState(t, id, "dedup-1") == "acked" })
+	nodetest.Eventually(t, 10*time.Second, "the message acked", func() bool { return n.DeliveryState(t, id, "dedup-1") == "acked" })
 
 	calls := Eval[[]string](t, b, `window.calls`)
 	if len(calls) != 2 || calls[0] != id+"#1" || !strings.HasPrefix(calls[1], id+"#") || calls[1] == id+"#1" {

@@ -18,6 +18,7 @@ import (
 	"github.com/tetherpush/tether"
 	"github.com/tetherpush/tether/dashboard"
 	"github.com/tetherpush/tether/hub"
+	"github.com/tetherpush/tether/internal/nodetest"
 	"github.com/tetherpush/tether/token"
 )
 
@@ -208,7 +209,7 @@ func TestDevices(t *testing.T) {
 
 func TestDemoToken(t *testing.T) {
 	clk := &clock{t: time.Now()}
-	h := dashboard.New(dashboard.Config{TokenSecret: []byte(testSecret), PublicAddr: "[::]:8080", DemoTokenTTL: time.Minute})
+	h := dashboard.New(dashboard.Config{TokenSecret: []byte(nodetest.TokenSecret), PublicAddr: "[::]:8080", DemoTokenTTL: time.Minute})
 	dashboard.SetNow(h, clk.now)
 	const body = `{"device":"demo-1","groups":["shop-1","shop-2"]}`
 
@@ -223,7 +224,7 @@ func TestDemoToken(t *testing.T) {
 	if tr.URL != "ws://10.1.2.3:8080/v1/connect" {
 		t.Errorf("url = %q, want the admin host with the gateway port", tr.URL)
 	}
-	c, err := token.Verify([]byte(testSecret), tr.Token, clk.now())
+	c, err := token.Verify([]byte(nodetest.TokenSecret), tr.Token, clk.now())
 	if err != nil {
 		t.Fatalf("token does not verify: %v", err)
 	}
@@ -254,7 +255,7 @@ func TestDemoToken(t *testing.T) {
 		t.Errorf("without a secret: status %d, want 404", rec.Code)
 	}
 
-	tls := dashboard.New(dashboard.Config{TokenSecret: []byte(testSecret), PublicAddr: "192.0.2.1:443", PublicTLS: true})
+	tls := dashboard.New(dashboard.Config{TokenSecret: []byte(nodetest.TokenSecret), PublicAddr: "192.0.2.1:443", PublicTLS: true})
 	rec = get(tls, "POST", "http://127.0.0.1:8081/demo/token", body, "Content-Type", "application/json")
 	if err := json.Unmarshal(rec.Body.Bytes(), &tr); err != nil || tr.URL != "wss://192.0.2.1:443/v1/connect" {
 		t.Errorf("with TLS: url %q, %v", tr.URL, err)

@@ -2,13 +2,10 @@ package dashboard_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -23,6 +20,7 @@ import (
 	"github.com/tetherpush/tether/dashboard"
 	tetherhttp "github.com/tetherpush/tether/http"
 	"github.com/tetherpush/tether/hub"
+	"github.com/tetherpush/tether/internal/nodetest"
 )
 
 // TestDashboardScreenshot drives a node with live traffic for half a minute
@@ -36,13 +34,11 @@ func TestDashboardScreenshot(t *testing.T) {
 		t.Skip("set TETHER_DASHBOARD_SCREENSHOT=FILE.png to take a screenshot of the dashboard")
 	}
 	b := MustBrowser(t)
-	n := MustOpenNode(t, func(hc *hub.Config, _ *tetherhttp.Config, dc *dashboard.Config) {
+	n := mustOpenNode(t, func(hc *hub.Config, _ *tetherhttp.Config, dc *dashboard.Config) {
 		hc.Node, dc.Node = "tether-1", "tether-1"
 		hc.AckTimeout = 2 * time.Second
 	})
-	_, port, _ := net.SplitHostPort(strings.TrimPrefix(n.URL, "http://"))
-	p, _ := strconv.Atoi(port)
-	n.Registry.MustRegister(socketCollector{port: p, desc: prometheus.NewDesc("tether_tcp_sockets",
+	n.Registry.MustRegister(socketCollector{port: n.Port, desc: prometheus.NewDesc("tether_tcp_sockets",
 		"Sockets of the listen port by TCP state.", []string{"state"}, nil)})
 
 	b.Do(t, 15*time.Second, chromedp.EmulateViewport(1440, 900), chromedp.Navigate(n.AdminURL+"/"))
@@ -50,7 +46,7 @@ func TestDashboardScreenshot(t *testing.T) {
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
 	for i := range 24 {
-		d := n.Dial(t, fmt.Sprintf("pos-%02d", i), fmt.Sprintf("shop-%d", i%4))
+		d := n.Connect(t, fmt.Sprintf("pos-%02d", i), fmt.Sprintf("shop-%d", i%4))
 		lazy := i%8 == 7 // never acks: redeliveries, then expiry
 		wg.Go(func() { runDevice(ctx, d, lazy) })
 	}
@@ -65,7 +61,7 @@ func TestDashboardScreenshot(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 		if k%4 == 3 {
-			n.Dial(t, fmt.Sprintf("pos-%02d", 3+k%2*8), "shop-3")
+			n.Connect(t, fmt.Sprintf("pos-%02d", 3+k%2*8), "shop-3")
 		}
 	}
 	png := Run(t, b, chromedp.FullScreenshot(100))
@@ -92,19 +88,19 @@ func Run[T any](t *testing.T, b *Browser, a chromedp.Action[T]) T {
 }
 
 // runDevice reads d's frames until ctx ends, acking messages unless lazy.
-func runDevice(ctx context.Context, d *Device, lazy bool) {
+func runDevice(ctx context.Context, d *nodetest.Device, lazy bool) {
 	stop := context.AfterFunc(ctx, func() { d.Conn.Close() })
 	defer func() {
 		stop()
 		d.Conn.Close()
 	}()
 	for {
-		f, err := d.Read(time.Minute)
+		f, err := d.Next(time.Minute)
 		if err != nil {
 			return
 		}
-		if id, ok := f["id"].(string); ok && f["type"] == "message" && !lazy {
-			if d.Ack(id) != nil {
+		if f.Type == "message" && !lazy {
+			if d.SendJSON(map[string]any{"type": "ack", "ids": []string{f.ID}}) != nil {
 				return
 			}
 		}
@@ -113,7 +109,7 @@ func runDevice(ctx context.Context, d *Device, lazy bool) {
 
 // publishLoop publishes to groups and devices at a rate that swells and
 // ebbs, some messages with a short TTL.
-func publishLoop(ctx context.Context, t *testing.T, n *Node) {
+func publishLoop(ctx context.Context, t *testing.T, n *nodetest.Node) {
 	start := time.Now()
 	for k := 0; ctx.Err() == nil; k++ {
 		target := fmt.Sprintf("group:shop-%d", k%4)
@@ -124,7 +120,7 @@ func publishLoop(ctx context.Context, t *testing.T, n *Node) {
 		if k%5 == 0 {
 			body["ttl_s"] = 4
 		}
-		if err := n.post(ctx, body); err != nil {
+		if err := post(ctx, n, body); err != nil {
 			if ctx.Err() == nil {
 				t.Errorf("publish: %v", err)
 			}
@@ -140,21 +136,13 @@ func publishLoop(ctx context.Context, t *testing.T, n *Node) {
 }
 
 // post publishes body without failing the test from another goroutine.
-func (n *Node) post(ctx context.Context, body map[string]any) error {
-	buf, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, "POST", n.URL+"/v1/messages", bytes.NewReader(buf))
+func post(ctx context.Context, n *nodetest.Node, body map[string]any) error {
+	a, err := n.Do(ctx, http.MethodPost, "/v1/messages", body)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+testAPIKey)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := n.client.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("status %d", resp.StatusCode)
+	if a.Status != http.StatusAccepted {
+		return fmt.Errorf("status %d", a.Status)
 	}
 	return nil
 }

@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -18,11 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
-	"github.com/prometheus/client_golang/prometheus"
-
 	tetherhttp "github.com/tetherpush/tether/http"
 	"github.com/tetherpush/tether/hub"
+	"github.com/tetherpush/tether/internal/nodetest"
 	"github.com/tetherpush/tether/internal/redistest"
 	"github.com/tetherpush/tether/redis"
 )
@@ -47,16 +43,14 @@ const (
 type chaosNode struct {
 	id, addr string
 
-	mu  sync.Mutex // guards following
-	h   *hub.Hub
-	srv *tetherhttp.Server
-	st  *redis.Store
+	mu sync.Mutex     // guards following
+	n  *nodetest.Node // nil while down
 }
 
 func (n *chaosNode) up() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.h != nil
+	return n.n != nil
 }
 
 // start opens the node's store, hub and server on n.addr (":0" the first
@@ -64,35 +58,22 @@ func (n *chaosNode) up() bool {
 func (n *chaosNode) start(redisURL, prefix string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.h != nil {
+	if n.n != nil {
 		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := redis.Open(ctx, redis.Options{URL: redisURL, Prefix: prefix, ConnTimeout: 2 * time.Second})
-	if err != nil {
-		return fmt.Errorf("open redis store: %w", err)
-	}
-	h := hub.New(st, hub.Config{Node: n.id, Heartbeat: time.Second, AckTimeout: 2 * time.Second,
-		StoreTimeout: time.Second, Workers: 8, Metrics: hub.NewMetrics(prometheus.NewRegistry()),
-		Fleet: st.Fleet(), Logger: slog.New(slog.DiscardHandler)})
-	if err := h.Open(); err != nil {
-		st.Close()
-		return fmt.Errorf("open hub: %w", err)
 	}
 	addr := n.addr
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	srv := tetherhttp.NewServer(h, tetherhttp.Config{Listen: addr, AdminListen: "-", TokenSecret: []byte(testSecret),
-		APIKey: testAPIKey, Logger: slog.New(slog.DiscardHandler)})
-	if err := srv.Open(); err != nil {
-		h.Close()
-		st.Close()
-		return fmt.Errorf("open server on %s: %w", addr, err)
+	nd, err := openNode(redis.Options{URL: redisURL, Prefix: prefix, ConnTimeout: 2 * time.Second}, func(h *hub.Config, c *tetherhttp.Config) {
+		h.Node, h.Heartbeat = n.id, time.Second
+		c.Listen = addr
+	})
+	if err != nil {
+		return fmt.Errorf("start node on %s: %w", addr, err)
 	}
-	n.addr = srv.Addr()
-	n.h, n.srv, n.st = h, srv, st
+	n.addr = nd.Server.Addr()
+	n.n = nd
 	return nil
 }
 
@@ -101,13 +82,19 @@ func (n *chaosNode) start(redisURL, prefix string) error {
 func (n *chaosNode) kill() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.h == nil {
+	if n.n == nil {
 		return
 	}
-	n.st.Close()
-	n.h.Close()
-	n.srv.Close()
-	n.h, n.srv, n.st = nil, nil, nil
+	n.n.Store.Close()
+	n.n.Close()
+	n.n = nil
+}
+
+// node returns the node while it is up, else nil.
+func (n *chaosNode) node() *nodetest.Node {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.n
 }
 
 // chaosDevice is one raw WebSocket device that acks everything and
@@ -185,7 +172,7 @@ func (c *chaosRun) upAddrs() []string {
 	var out []string
 	for _, n := range c.nodes {
 		n.mu.Lock()
-		if n.h != nil {
+		if n.n != nil {
 			out = append(out, n.addr)
 		}
 		n.mu.Unlock()
@@ -196,42 +183,6 @@ func (c *chaosRun) upAddrs() []string {
 	return out
 }
 
-// chaosFrame is a decoded server frame of TestChaos.
-type chaosFrame struct {
-	Type    string          `json:"type"`
-	ID      string          `json:"id"`
-	Attempt int             `json:"attempt"`
-	Data    json.RawMessage `json:"data"`
-}
-
-// readChaosFrame returns the next text frame by deadline, answering pings.
-func readChaosFrame(c *wsConn, deadline time.Time) (chaosFrame, error) {
-	_ = c.SetReadDeadline(deadline)
-	for {
-		f, err := ws.ReadFrame(c.r)
-		if err != nil {
-			return chaosFrame{}, err
-		}
-		switch f.Header.OpCode {
-		case ws.OpPing:
-			_ = c.SetWriteDeadline(time.Now().Add(2 * time.Second))
-			if err := ws.WriteFrame(c.Conn, ws.MaskFrame(ws.NewPongFrame(f.Payload))); err != nil {
-				return chaosFrame{}, err
-			}
-			continue
-		case ws.OpPong, ws.OpContinuation:
-			continue
-		case ws.OpClose:
-			return chaosFrame{}, errors.New("close frame")
-		}
-		var fr chaosFrame
-		if err := json.Unmarshal(f.Payload, &fr); err != nil {
-			return chaosFrame{}, fmt.Errorf("frame %q: %v", f.Payload, err)
-		}
-		return fr, nil
-	}
-}
-
 // runDevice connects d to random nodes until the run stops, recording and
 // acking every message.
 func (c *chaosRun) runDevice(d *chaosDevice, rng *rand.Rand) {
@@ -239,8 +190,7 @@ func (c *chaosRun) runDevice(d *chaosDevice, rng *rand.Rand) {
 	backoff := 50 * time.Millisecond
 	for !c.stop.Load() {
 		addrs := c.addrs()
-		n := &node{WSURL: "ws://" + addrs[rng.IntN(len(addrs))]}
-		conn, err := n.dial(d.tok, 2*time.Second)
+		conn, err := nodetest.Dial("ws://"+addrs[rng.IntN(len(addrs))]+"/v1/connect", d.tok, nil, 2*time.Second)
 		if err != nil {
 			time.Sleep(time.Duration(rng.Int64N(int64(backoff))) + 10*time.Millisecond)
 			backoff = min(2*backoff, time.Second)
@@ -249,11 +199,11 @@ func (c *chaosRun) runDevice(d *chaosDevice, rng *rand.Rand) {
 		d.setConn(conn.Conn)
 		if c.stop.Load() {
 			d.setConn(nil)
-			conn.Close()
+			conn.Conn.Close()
 			break
 		}
 		for {
-			f, err := readChaosFrame(conn, time.Now().Add(5*time.Second))
+			f, err := conn.Next(5 * time.Second)
 			if err != nil {
 				break
 			}
@@ -266,11 +216,11 @@ func (c *chaosRun) runDevice(d *chaosDevice, rng *rand.Rand) {
 				c.mu.Lock()
 				c.received[d.id][f.ID] = append(c.received[d.id][f.ID], f.Attempt)
 				c.mu.Unlock()
-				_ = conn.send(map[string]any{"type": "ack", "ids": []string{f.ID}})
+				_ = conn.SendJSON(map[string]any{"type": "ack", "ids": []string{f.ID}})
 			}
 		}
 		d.setConn(nil)
-		conn.Close()
+		conn.Conn.Close()
 		time.Sleep(time.Duration(rng.Int64N(int64(backoff))) + 10*time.Millisecond)
 	}
 }
@@ -295,7 +245,7 @@ func (c *chaosRun) runPublisher(pub int, rng *rand.Rand, end time.Time) {
 		addr := addrs[rng.IntN(len(addrs))]
 		b, _ := json.Marshal(map[string]any{"target": target, "data": map[string]int{"pub": pub, "seq": seq}})
 		req, _ := http.NewRequest("POST", "http://"+addr+"/v1/messages", bytes.NewReader(b))
-		req.Header.Set("Authorization", "Bearer "+testAPIKey)
+		req.Header.Set("Authorization", "Bearer "+nodetest.APIKey)
 		resp, err := c.httpc.Do(req)
 		outcome := ""
 		var out struct {
@@ -382,16 +332,15 @@ func (c *chaosRun) runMonkey(r *redistest.Server, redisURL, prefix string, rng *
 			for range 1 + rng.IntN(3) {
 				d := c.devices[rng.IntN(len(c.devices))]
 				addrs := c.addrs()
-				n := &node{WSURL: "ws://" + addrs[rng.IntN(len(addrs))]}
-				conn, err := n.dial(d.tok, time.Second)
+				conn, err := nodetest.Dial("ws://"+addrs[rng.IntN(len(addrs))]+"/v1/connect", d.tok, nil, time.Second)
 				if err != nil {
 					continue
 				}
 				// Wait for the welcome (the old session is closed with
 				// 4409) and leave: whatever this session got is not acked
 				// and must be redelivered to the device.
-				_, _ = readChaosFrame(conn, time.Now().Add(time.Second))
-				conn.Close()
+				_, _ = conn.Next(time.Second)
+				conn.Conn.Close()
 				c.note("takeover")
 			}
 		}
@@ -463,7 +412,7 @@ func TestChaos(t *testing.T) {
 		if i%3 == 0 {
 			d.groups = append(d.groups, fmt.Sprintf("cg-%d", chaosGroups))
 		}
-		d.tok = mustToken(t, d.id, d.groups...)
+		d.tok = nodetest.MustToken(t, d.id, d.groups...)
 		for _, g := range d.groups {
 			c.members[g] = append(c.members[g], d.id)
 		}
@@ -489,7 +438,7 @@ func TestChaos(t *testing.T) {
 	}()
 	// A group message is addressed to the members at publish time: every
 	// device must have connected once before anything is published.
-	eventually(t, 30*time.Second, "every device connected once", func() bool {
+	nodetest.Eventually(t, 30*time.Second, "every device connected once", func() bool {
 		for _, d := range c.devices {
 			if !d.once.Load() {
 				return false
@@ -529,13 +478,13 @@ func TestChaos(t *testing.T) {
 		c.mu.Lock()
 		acc := append([]acceptedMsg(nil), c.accepted...)
 		c.mu.Unlock()
-		api := &node{URL: "http://" + c.addrs()[0], client: c.httpc}
+		api := c.nodes[0].node() // all up once healed
 		pending := acc
 		for len(pending) > 0 {
 			var still []acceptedMsg
 			notAcked = notAcked[:0]
 			for _, m := range pending {
-				a, err := api.do("GET", "/v1/messages/"+m.id, nil)
+				a, err := api.Do(context.Background(), "GET", "/v1/messages/"+m.id, nil)
 				var ms struct {
 					Deliveries []struct {
 						Device string `json:"device"`

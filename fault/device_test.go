@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/tetherpush/tether/internal/nodetest"
 )
 
 // device is a well-behaved device: one goroutine that keeps a connection
@@ -18,7 +20,7 @@ import (
 type device struct {
 	id  string
 	tok string
-	n   *node
+	n   *nodetest.Node
 
 	mu    sync.Mutex // guards following
 	conn  net.Conn
@@ -46,7 +48,7 @@ func (d *device) received(id string) (time.Time, bool) {
 // startFleet connects count devices dev-0…, member of group shop-(i%groups),
 // and waits until all have their welcome. It stops them when the test
 // ends.
-func startFleet(tb testing.TB, n *node, count, groups int) *fleet {
+func startFleet(tb testing.TB, n *nodetest.Node, count, groups int) *fleet {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &fleet{ctx: ctx, cancel: cancel}
@@ -54,7 +56,7 @@ func startFleet(tb testing.TB, n *node, count, groups int) *fleet {
 	var welcomed sync.WaitGroup
 	for i := 0; i < count; i++ {
 		id := fmt.Sprintf("dev-%d", i)
-		d := &device{id: id, tok: mustToken(tb, id, fmt.Sprintf("shop-%d", i%groups)), n: n, got: map[string]int{}, at: map[string]time.Time{}}
+		d := &device{id: id, tok: nodetest.MustToken(tb, id, fmt.Sprintf("shop-%d", i%groups)), n: n, got: map[string]int{}, at: map[string]time.Time{}}
 		f.devices = append(f.devices, d)
 		welcomed.Add(1)
 		f.wg.Add(1)
@@ -97,18 +99,18 @@ func (d *device) run(ctx context.Context, welcomed func()) {
 	var once sync.Once
 	defer once.Do(welcomed)
 	for ctx.Err() == nil {
-		c, err := d.n.dial(d.tok, 5*time.Second)
+		c, err := nodetest.Dial(d.n.WSURL+"/v1/connect", d.tok, nil, 5*time.Second)
 		if err == nil {
 			d.mu.Lock()
 			d.conn = c.Conn
 			d.dials++
 			d.mu.Unlock()
 			if ctx.Err() != nil { // stop ran before conn was set
-				c.Close()
+				c.Conn.Close()
 				return
 			}
 			d.serve(c, func() { once.Do(welcomed) })
-			c.Close()
+			c.Conn.Close()
 		}
 		select {
 		case <-ctx.Done():
@@ -118,9 +120,9 @@ func (d *device) run(ctx context.Context, welcomed func()) {
 }
 
 // serve reads frames until the connection ends, acking every message.
-func (d *device) serve(c *wsConn, welcomed func()) {
+func (d *device) serve(c *nodetest.Device, welcomed func()) {
 	for {
-		f, err := c.next(time.Now().Add(time.Minute), false)
+		f, err := c.Next(time.Minute)
 		if err != nil {
 			return
 		}
@@ -133,7 +135,7 @@ func (d *device) serve(c *wsConn, welcomed func()) {
 				d.at[f.ID] = time.Now()
 			}
 			d.mu.Unlock()
-			if c.send(map[string]any{"type": "ack", "ids": []string{f.ID}}) != nil {
+			if c.SendJSON(map[string]any{"type": "ack", "ids": []string{f.ID}}) != nil {
 				return
 			}
 		}
@@ -152,7 +154,7 @@ type churn struct {
 
 var closeKinds = [4]string{"close frame", "CloseWrite FIN", "Close FIN", "RST"}
 
-func startChurn(tb testing.TB, n *node, workers int) *churn {
+func startChurn(tb testing.TB, n *nodetest.Node, workers int) *churn {
 	ch := &churn{stopc: make(chan struct{})}
 	for w := 0; w < workers; w++ {
 		ch.wg.Add(1)
@@ -183,19 +185,19 @@ func (ch *churn) stop() {
 
 // once dials dev, waits up to 2 s for its welcome (the store may be
 // down), then closes in the given way.
-func (ch *churn) once(tb testing.TB, n *node, dev string, kind int) {
+func (ch *churn) once(tb testing.TB, n *nodetest.Node, dev string, kind int) {
 	ch.dials.Add(1)
-	c, err := n.dial(mustToken(tb, dev), 3*time.Second)
+	c, err := nodetest.Dial(n.WSURL+"/v1/connect", nodetest.MustToken(tb, dev), nil, 3*time.Second)
 	if err != nil {
 		ch.fails.Add(1)
 		return
 	}
-	_, _ = c.next(time.Now().Add(2*time.Second), false)
+	_, _ = c.Next(2 * time.Second)
 	ch.byClose[kind].Add(1)
 	tc := c.Conn.(*net.TCPConn)
 	switch kind {
 	case 0:
-		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = ws.WriteFrame(c.Conn, ws.MaskFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))))
 		drain(c)
 	case 1:
@@ -205,12 +207,12 @@ func (ch *churn) once(tb testing.TB, n *node, dev string, kind int) {
 	case 3:
 		_ = tc.SetLinger(0)
 	}
-	_ = c.Close()
+	_ = c.Conn.Close()
 }
 
 // drain reads until the server closes (or 2 s pass).
-func drain(c *wsConn) {
-	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+func drain(c *nodetest.Device) {
+	_ = c.Conn.SetReadDeadline(time.Now().Add(2 * time.Second))
 	buf := make([]byte, 4096)
 	for {
 		if _, err := c.Conn.Read(buf); err != nil {

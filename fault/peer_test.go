@@ -1,6 +1,7 @@
 package fault_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,22 +15,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tetherpush/tether/doctor"
+	tetherhttp "github.com/tetherpush/tether/http"
 	"github.com/tetherpush/tether/hub"
+	"github.com/tetherpush/tether/internal/nodetest"
 	"github.com/tetherpush/tether/internal/redistest"
-	"github.com/tetherpush/tether/redis"
 )
 
 // latencies publishes rounds messages to each device of f in turn, one at
 // a time, and returns the publish-to-receive latencies, sorted.
-func latencies(t *testing.T, n *node, f *fleet, rounds int) []time.Duration {
+func latencies(t *testing.T, n *nodetest.Node, f *fleet, rounds int) []time.Duration {
 	t.Helper()
 	var lat []time.Duration
 	for r := 0; r < rounds; r++ {
 		for _, d := range f.devices {
 			start := time.Now()
-			id := n.mustPublish(t, "device:"+d.id, map[string]int{"round": r})
+			id := n.Publish(t, "device:"+d.id, map[string]int{"round": r})
 			var at time.Time
-			eventually(t, 5*time.Second, "healthy device receives "+id, func() bool {
+			nodetest.Eventually(t, 5*time.Second, "healthy device receives "+id, func() bool {
 				var ok bool
 				at, ok = d.received(id)
 				return ok
@@ -49,7 +51,7 @@ func p99(lat []time.Duration) time.Duration { return lat[len(lat)*99/100] }
 // healthy devices during its stall stays near what it is without it.
 func TestSlowConsumerIsolated(t *testing.T) {
 	srv := redistest.Start(t)
-	n := mustOpenNode(t, srv.URL(), func(h *hub.Config, _ *redis.Options) {
+	n := mustOpenNode(t, redisOptions(srv.URL()), func(h *hub.Config, _ *tetherhttp.Config) {
 		h.WriteTimeout = 200 * time.Millisecond
 		h.MaxInflight = 1000
 		h.Heartbeat = time.Minute // the slow device does not answer pings
@@ -58,12 +60,9 @@ func TestSlowConsumerIsolated(t *testing.T) {
 	healthy := startFleet(t, n, 20, 1)
 	calm := latencies(t, n, healthy, 15)
 
-	slow, err := n.dial(mustToken(t, "slow"), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.Close()
-	if f, err := slow.next(time.Now().Add(5*time.Second), true); err != nil || f.Type != "welcome" {
+	slow := n.Dial(t, nodetest.MustToken(t, "slow"))
+	slow.Silent = true
+	if f, err := slow.Next(5 * time.Second); err != nil || f.Type != "welcome" {
 		t.Fatalf("slow device: %+v, %v; want welcome", f, err)
 	}
 	const msgs = 400
@@ -74,7 +73,7 @@ func TestSlowConsumerIsolated(t *testing.T) {
 	go func() { // 24 MB: more than loopback socket buffers hold
 		defer wg.Done()
 		for i := 0; i < msgs; i++ {
-			if a, _, err := n.publish("device:slow", big); err != nil || a.Status != http.StatusAccepted {
+			if a, _, err := n.TryPublish("device:slow", big); err != nil || a.Status != http.StatusAccepted {
 				pubErr <- fmt.Errorf("publish %d to the slow device: %d %s %v", i, a.Status, a.Body, err)
 				return
 			}
@@ -88,7 +87,7 @@ func TestSlowConsumerIsolated(t *testing.T) {
 	default:
 	}
 	closes := n.Metrics.Closes.WithLabelValues("4503")
-	eventually(t, 10*time.Second, "the slow device closed with 4503", func() bool { return testutil.ToFloat64(closes) == 1 })
+	nodetest.Eventually(t, 10*time.Second, "the slow device closed with 4503", func() bool { return testutil.ToFloat64(closes) == 1 })
 
 	t.Logf("healthy devices' delivery latency (%d samples each): p50 %v p99 %v without a slow device; p50 %v p99 %v while one stalls on %d × 60 KiB",
 		len(calm), calm[len(calm)/2].Round(time.Microsecond), p99(calm).Round(time.Microsecond),
@@ -100,8 +99,8 @@ func TestSlowConsumerIsolated(t *testing.T) {
 		Online  bool `json:"online"`
 		Pending int  `json:"pending"`
 	}
-	eventually(t, 5*time.Second, "the slow device offline with its messages pending", func() bool {
-		a, err := n.do("GET", "/v1/devices/slow", nil)
+	nodetest.Eventually(t, 5*time.Second, "the slow device offline with its messages pending", func() bool {
+		a, err := n.Do(context.Background(), "GET", "/v1/devices/slow", nil)
 		if err != nil || a.Status != http.StatusOK || json.Unmarshal(a.Body, &dev) != nil {
 			return false
 		}
@@ -115,20 +114,17 @@ func TestSlowConsumerIsolated(t *testing.T) {
 func TestVanishedPeer(t *testing.T) {
 	const hb = 500 * time.Millisecond
 	srv := redistest.Start(t)
-	n := mustOpenNode(t, srv.URL(), func(h *hub.Config, _ *redis.Options) { h.Heartbeat = hb })
-	c, err := n.dial(mustToken(t, "gone"), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if f, err := c.next(time.Now().Add(5*time.Second), true); err != nil || f.Type != "welcome" {
+	n := mustOpenNode(t, redisOptions(srv.URL()), func(h *hub.Config, _ *tetherhttp.Config) { h.Heartbeat = hb })
+	c := n.Dial(t, nodetest.MustToken(t, "gone"))
+	c.Silent = true
+	if f, err := c.Next(5 * time.Second); err != nil || f.Type != "welcome" {
 		t.Fatalf("%+v, %v; want welcome", f, err)
 	}
 	start := time.Now()
 	closes := n.Metrics.Closes.WithLabelValues("4408")
-	eventually(t, 10*hb, "4408", func() bool { return testutil.ToFloat64(closes) == 1 })
+	nodetest.Eventually(t, 10*hb, "4408", func() bool { return testutil.ToFloat64(closes) == 1 })
 	took := time.Since(start)
-	eventually(t, 2*time.Second, "the server's socket leaves ESTABLISHED", func() bool {
+	nodetest.Eventually(t, 2*time.Second, "the server's socket leaves ESTABLISHED", func() bool {
 		rep, err := doctor.Sockets(n.Port)
 		return err == nil && rep.State("ESTABLISHED").Local == 0
 	})
@@ -138,8 +134,8 @@ func TestVanishedPeer(t *testing.T) {
 	}
 	// What the device would have read: pings, then the close frame.
 	for {
-		_, err := c.next(time.Now().Add(2*time.Second), true)
-		var ce closeError
+		_, err := c.Next(2 * time.Second)
+		var ce nodetest.CloseError
 		if errors.As(err, &ce) {
 			if ce.Code != 4408 {
 				t.Fatalf("close code %d, want 4408", ce.Code)

@@ -1,6 +1,7 @@
 package fault_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -13,9 +14,8 @@ import (
 	"time"
 
 	"github.com/tetherpush/tether/fault"
-	"github.com/tetherpush/tether/hub"
+	"github.com/tetherpush/tether/internal/nodetest"
 	"github.com/tetherpush/tether/internal/redistest"
-	"github.com/tetherpush/tether/redis"
 )
 
 // storeTimeout is the node's hub.Config.StoreTimeout in the Redis fault
@@ -51,7 +51,7 @@ type published struct{ id, target string }
 // hundreds of devices and connection churn.
 func TestRedisFrozen(t *testing.T) {
 	srv := redistest.Start(t)
-	n := mustOpenNode(t, srv.URL(), nil)
+	n := mustOpenNode(t, redisOptions(srv.URL()), nil)
 	out := outageLength()
 	runScenario(t, n, []phase{
 		{name: "before", dur: time.Second},
@@ -69,7 +69,9 @@ func TestRedisBlackholed(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Close)
-	n := mustOpenNode(t, "redis://"+p.Addr()+"/0", func(_ *hub.Config, o *redis.Options) { o.DialTimeout = 500 * time.Millisecond })
+	ro := redisOptions("redis://" + p.Addr() + "/0")
+	ro.DialTimeout = 500 * time.Millisecond
+	n := mustOpenNode(t, ro, nil)
 	out := outageLength()
 	var resets atomic.Int64
 	defer func() { t.Logf("the proxy reset %d connections", resets.Load()) }()
@@ -87,7 +89,7 @@ func outageLength() time.Duration { return outageD() }
 // runScenario holds devicesN() devices and a churn on n, publishes and
 // probes /readyz through the phases, checks the monitor's bounds, then
 // waits until every accepted message has been acked by all its devices.
-func runScenario(t *testing.T, n *node, phases []phase) {
+func runScenario(t *testing.T, n *nodetest.Node, phases []phase) {
 	devices, groups := devicesN(), 20
 	f := startFleet(t, n, devices, groups)
 	runtime.GC()
@@ -149,11 +151,11 @@ func runScenario(t *testing.T, n *node, phases []phase) {
 		t.Errorf("heap in use reached %d MiB, want at most %d MiB (baseline + 256)", fig.MaxHeapInuse>>20, limit>>20)
 	}
 	f.stop()
-	n.client.Transport.(*http.Transport).CloseIdleConnections()
+	n.Client.CloseIdleConnections()
 	// With the devices gone, the open files go back below the baseline
 	// (which counted two per device): nothing leaked during the faults.
 	want := baseFDs - 2*devices + 20
-	eventually(t, 10*time.Second, fmt.Sprintf("open files back to baseline (%d - 2 × %d devices + 20)", baseFDs, devices), func() bool {
+	nodetest.Eventually(t, 10*time.Second, fmt.Sprintf("open files back to baseline (%d - 2 × %d devices + 20)", baseFDs, devices), func() bool {
 		return openFiles() <= want
 	})
 }
@@ -161,7 +163,7 @@ func runScenario(t *testing.T, n *node, phases []phase) {
 // drive publishes to random devices and groups (10 per second from 4
 // publishers) and probes /readyz every 200 ms for one phase, checking every
 // answer's deadline and 503's Retry-After. It returns what was accepted.
-func drive(t *testing.T, n *node, ph phase, devices, groups int, st *phaseStats) []published {
+func drive(t *testing.T, n *nodetest.Node, ph phase, devices, groups int, st *phaseStats) []published {
 	var (
 		mu  sync.Mutex
 		acc []published
@@ -177,7 +179,7 @@ func drive(t *testing.T, n *node, ph phase, devices, groups int, st *phaseStats)
 				if i%5 == 0 {
 					target = fmt.Sprintf("group:shop-%d", rand.IntN(groups))
 				}
-				a, id, err := n.publish(target, map[string]any{"phase": ph.name, "i": i})
+				a, id, err := n.TryPublish(target, map[string]any{"phase": ph.name, "i": i})
 				mu.Lock()
 				st.slowest = max(st.slowest, a.Took)
 				switch {
@@ -189,7 +191,7 @@ func drive(t *testing.T, n *node, ph phase, devices, groups int, st *phaseStats)
 					acc = append(acc, published{id, target})
 				case a.Status == http.StatusServiceUnavailable:
 					st.unavailable++
-					if a.RetryAfter == "" {
+					if a.Header.Get("Retry-After") == "" {
 						t.Errorf("phase %s: 503 without Retry-After: %s", ph.name, a.Body)
 					}
 				default:
@@ -206,7 +208,7 @@ func drive(t *testing.T, n *node, ph phase, devices, groups int, st *phaseStats)
 	}
 	nextTick := time.Now().Add(500 * time.Millisecond)
 	for time.Now().Before(end) {
-		a, err := n.do("GET", "/readyz", nil)
+		a, err := n.Do(context.Background(), "GET", "/readyz", nil)
 		mu.Lock()
 		if err == nil {
 			st.readyCodes[a.Status]++
@@ -227,7 +229,7 @@ func drive(t *testing.T, n *node, ph phase, devices, groups int, st *phaseStats)
 
 // waitAcked polls the message API until every delivery of every accepted
 // message is acked.
-func waitAcked(t *testing.T, n *node, accepted []published, timeout time.Duration) {
+func waitAcked(t *testing.T, n *nodetest.Node, accepted []published, timeout time.Duration) {
 	t.Helper()
 	pending := append([]published(nil), accepted...)
 	deadline := time.Now().Add(timeout)
@@ -235,7 +237,7 @@ func waitAcked(t *testing.T, n *node, accepted []published, timeout time.Duratio
 		var still []published
 		var last string
 		for _, p := range pending {
-			a, err := n.do("GET", "/v1/messages/"+p.id, nil)
+			a, err := n.Do(context.Background(), "GET", "/v1/messages/"+p.id, nil)
 			var ms struct {
 				Deliveries []struct {
 					Device string `json:"device"`

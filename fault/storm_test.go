@@ -4,18 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/tetherpush/tether/client"
 	tetherhttp "github.com/tetherpush/tether/http"
 	"github.com/tetherpush/tether/hub"
+	"github.com/tetherpush/tether/internal/nodetest"
 	"github.com/tetherpush/tether/internal/redistest"
 	"github.com/tetherpush/tether/redis"
 )
@@ -25,26 +23,14 @@ import (
 // machine caps a process at 20,000 open files).
 func stormN() int { return scaled(*devicesFlag, 1000, 8000) }
 
-// openStormNode starts node id on addr ("127.0.0.1:0" or a fixed port).
-func openStormNode(tb testing.TB, redisURL, prefix, id, addr string, connectRate float64) (*hub.Hub, *tetherhttp.Server, *redis.Store) {
+// openStormNode starts node id on addr ("127.0.0.1:0" or a fixed port),
+// with the hub's default ack and store timeouts.
+func openStormNode(tb testing.TB, redisURL, prefix, id, addr string, connectRate float64) *nodetest.Node {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := redis.Open(ctx, redis.Options{URL: redisURL, Prefix: prefix})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	h := hub.New(st, hub.Config{Node: id, Heartbeat: 5 * time.Second, Workers: 8,
-		Metrics: hub.NewMetrics(prometheus.NewRegistry()), Fleet: st.Fleet(), Logger: slog.New(slog.DiscardHandler)})
-	if err := h.Open(); err != nil {
-		tb.Fatal(err)
-	}
-	srv := tetherhttp.NewServer(h, tetherhttp.Config{Listen: addr, AdminListen: "-", TokenSecret: []byte(testSecret),
-		APIKey: testAPIKey, MaxConnectRate: connectRate, Logger: slog.New(slog.DiscardHandler)})
-	if err := srv.Open(); err != nil {
-		tb.Fatal(err)
-	}
-	return h, srv, st
+	return mustOpenNode(tb, redis.Options{URL: redisURL, Prefix: prefix}, func(h *hub.Config, c *tetherhttp.Config) {
+		h.Node, h.Heartbeat, h.AckTimeout, h.StoreTimeout = id, 5*time.Second, 0, 0
+		c.Listen, c.MaxConnectRate = addr, connectRate
+	})
 }
 
 // TestReconnectStorm: every device loses its node at once and reconnects,
@@ -55,8 +41,8 @@ func TestReconnectStorm(t *testing.T) {
 	n := stormN()
 	r := redistest.Start(t)
 	prefix := fmt.Sprintf("storm%d", time.Now().UnixNano())
-	ha, sa, sta := openStormNode(t, r.URL(), prefix, "storm-a", "127.0.0.1:0", 0)
-	addr := sa.Addr()
+	a := openStormNode(t, r.URL(), prefix, "storm-a", "127.0.0.1:0", 0)
+	addr := a.Server.Addr()
 
 	var connected, shed atomic.Int64
 	ctx, cancel := context.WithCancel(context.Background())
@@ -64,7 +50,7 @@ func TestReconnectStorm(t *testing.T) {
 	clients := make([]*client.Client, n)
 	for i := range clients {
 		c, err := client.Dial(ctx, client.Config{
-			URL: "ws://" + addr, Token: mustToken(t, fmt.Sprintf("storm-%d", i)),
+			URL: "ws://" + addr, Token: nodetest.MustToken(t, fmt.Sprintf("storm-%d", i)),
 			Handler:    func(context.Context, client.Message) error { return nil },
 			MinBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second,
 			OnState: func(s client.State, err error) {
@@ -90,22 +76,20 @@ func TestReconnectStorm(t *testing.T) {
 		}
 		wg.Wait()
 	}()
-	eventually(t, 60*time.Second, "all devices connected to node A", func() bool { return ha.Connections() == n })
+	nodetest.Eventually(t, 60*time.Second, "all devices connected to node A", func() bool { return a.Hub.Connections() == n })
 
 	// Node A is lost; node B takes its address with a connect rate well
 	// below the storm.
 	connected.Store(0)
-	ha.Close()
-	sa.Close()
-	sta.Close()
+	a.Close()
 	rate := float64(n) / 4 // the storm must take at least about 4 s
-	hb, sb, stb := openStormNode(t, r.URL(), prefix, "storm-b", addr, rate)
-	defer func() { hb.Close(); sb.Close(); stb.Close() }()
+	b := openStormNode(t, r.URL(), prefix, "storm-b", addr, rate)
+	defer b.Close()
 	start := time.Now()
 	peak := runtime.NumGoroutine()
-	eventually(t, 60*time.Second, "every device back on node B", func() bool {
+	nodetest.Eventually(t, 60*time.Second, "every device back on node B", func() bool {
 		peak = max(peak, runtime.NumGoroutine())
-		return hb.Connections() == n
+		return b.Hub.Connections() == n
 	})
 	took := time.Since(start)
 	t.Logf("%d devices back on node B in %v; %d handshakes shed with 503 (--max-connect-rate %.0f/s); peak goroutines %d",

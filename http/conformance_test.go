@@ -17,24 +17,26 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/tetherpush/tether/internal/nodetest"
 )
 
 // conformanceCase sends frames on a fresh session, then either expects the
 // server to close with want (and its socket), or runs check.
 type conformanceCase struct {
 	name  string
-	send  func(t *testing.T, d *Device)
+	send  func(t *testing.T, d *nodetest.Device)
 	want  int
-	check func(t *testing.T, d *Device)
+	check func(t *testing.T, d *nodetest.Device)
 }
 
 func TestConformance(t *testing.T) {
 	noLeaks(t)
-	n := MustOpenNode(t, "", nil)
+	n := mustOpenNode(t, nil)
 	b := bystander(t, n)
 	for i, c := range conformanceCases() {
 		t.Run(c.name, func(t *testing.T) {
-			d := n.Dial(t, MustToken(t, fmt.Sprintf("conformance-%d", i)))
+			d := n.Dial(t, nodetest.MustToken(t, fmt.Sprintf("conformance-%d", i)))
 			d.MustNext("welcome")
 			c.send(t, d)
 			if c.check != nil {
@@ -51,10 +53,10 @@ func conformanceCases() []conformanceCase {
 	ping := []byte(`{"type":"ping"}`)
 	cases := []conformanceCase{
 		// 1, 2: framing, pings and pongs.
-		{name: "unmasked text frame", want: 1002, send: func(t *testing.T, d *Device) {
+		{name: "unmasked text frame", want: 1002, send: func(t *testing.T, d *nodetest.Device) {
 			sendHeader(t, d, ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(len(ping))}, ping...)
 		}},
-		{name: "unmasked ping", want: 1002, send: func(t *testing.T, d *Device) {
+		{name: "unmasked ping", want: 1002, send: func(t *testing.T, d *nodetest.Device) {
 			sendHeader(t, d, ws.Header{Fin: true, OpCode: ws.OpPing, Length: 2}, 'h', 'i')
 		}},
 		{name: "ping with empty payload", send: frames(ws.OpPing, true, ""), check: expectPong("")},
@@ -62,12 +64,12 @@ func conformanceCases() []conformanceCase {
 		{name: "ping with 126-byte payload", want: 1002, send: frames(ws.OpPing, true, string(bytesUpTo(126)))},
 		{name: "pong with 126-byte payload", want: 1002, send: frames(ws.OpPong, true, string(bytesUpTo(126)))},
 		{name: "unsolicited pong is ignored", send: frames(ws.OpPong, true, "unsolicited", ws.OpText, true, string(ping)), check: expectAppPong},
-		{name: "64-bit length with the top bit set", send: func(t *testing.T, d *Device) {
+		{name: "64-bit length with the top bit set", send: func(t *testing.T, d *nodetest.Device) {
 			// ws.WriteHeader refuses it: build the header by hand.
 			h := []byte{0x81, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 2, 1, 2, 3, 4}
 			sendBytes(t, d, h)
 		}, check: expectFailed(1002)},
-		{name: "non-minimal 16-bit length", send: func(t *testing.T, d *Device) {
+		{name: "non-minimal 16-bit length", send: func(t *testing.T, d *nodetest.Device) {
 			// RFC 6455 asks senders for the minimal length form; receivers
 			// may accept the longer one, as tether does.
 			mask := ws.NewMask()
@@ -86,16 +88,16 @@ func conformanceCases() []conformanceCase {
 
 		// 5: fragmentation.
 		{name: "fragmented ping", want: 1002, send: frames(ws.OpPing, false, "a")},
-		{name: "fragmented close", want: 1002, send: func(t *testing.T, d *Device) {
+		{name: "fragmented close", want: 1002, send: func(t *testing.T, d *nodetest.Device) {
 			sendFrame(t, d, ws.OpClose, false, closePayload(1000, ""))
 		}},
 		{name: "ping inside a fragmented message", send: frames(ws.OpText, false, `{"type":`, ws.OpPing, true, "inside", ws.OpContinuation, true, `"ping"}`),
-			check: func(t *testing.T, d *Device) {
+			check: func(t *testing.T, d *nodetest.Device) {
 				expectPong("inside")(t, d)
 				expectAppPong(t, d)
 			}},
 		{name: "pong inside a fragmented message", send: frames(ws.OpText, false, `{"type":`, ws.OpPong, true, "x", ws.OpContinuation, true, `"ping"}`), check: expectAppPong},
-		{name: "one-byte fragments", send: func(t *testing.T, d *Device) {
+		{name: "one-byte fragments", send: func(t *testing.T, d *nodetest.Device) {
 			var buf bytes.Buffer
 			for i, c := range ping {
 				op := ws.OpContinuation
@@ -152,8 +154,8 @@ func conformanceCases() []conformanceCase {
 
 // frames returns a sender of masked frames given as (opcode, fin, payload)
 // triples.
-func frames(spec ...any) func(t *testing.T, d *Device) {
-	return func(t *testing.T, d *Device) {
+func frames(spec ...any) func(t *testing.T, d *nodetest.Device) {
+	return func(t *testing.T, d *nodetest.Device) {
 		t.Helper()
 		var buf bytes.Buffer
 		for i := 0; i+2 < len(spec); i += 3 {
@@ -164,8 +166,8 @@ func frames(spec ...any) func(t *testing.T, d *Device) {
 }
 
 // rsv returns a sender of one frame with reserved bits bits (RSV1 = 4).
-func rsv(op ws.OpCode, bits byte, payload []byte) func(t *testing.T, d *Device) {
-	return func(t *testing.T, d *Device) {
+func rsv(op ws.OpCode, bits byte, payload []byte) func(t *testing.T, d *nodetest.Device) {
+	return func(t *testing.T, d *nodetest.Device) {
 		t.Helper()
 		sendHeader(t, d, ws.Header{Fin: true, Rsv: bits, OpCode: op, Masked: true, Mask: ws.NewMask(), Length: int64(len(payload))}, payload...)
 	}
@@ -186,8 +188,8 @@ func bytesUpTo(n int) []byte {
 }
 
 // expectPong checks that the next frame is a WebSocket pong with payload.
-func expectPong(payload string) func(t *testing.T, d *Device) {
-	return func(t *testing.T, d *Device) {
+func expectPong(payload string) func(t *testing.T, d *nodetest.Device) {
+	return func(t *testing.T, d *nodetest.Device) {
 		t.Helper()
 		f, err := nextRaw(d, 3*time.Second)
 		if err != nil {
@@ -201,7 +203,7 @@ func expectPong(payload string) func(t *testing.T, d *Device) {
 
 // expectAppPong checks that the session answers with an application pong:
 // the last message was assembled and the connection is open.
-func expectAppPong(t *testing.T, d *Device) {
+func expectAppPong(t *testing.T, d *nodetest.Device) {
 	t.Helper()
 	f, err := nextRaw(d, 3*time.Second)
 	if err != nil {
@@ -214,8 +216,8 @@ func expectAppPong(t *testing.T, d *Device) {
 
 // expectEcho checks the close handshake: the server echoes a close frame
 // with code and closes its socket.
-func expectEcho(code int) func(t *testing.T, d *Device) {
-	return func(t *testing.T, d *Device) {
+func expectEcho(code int) func(t *testing.T, d *nodetest.Device) {
+	return func(t *testing.T, d *nodetest.Device) {
 		t.Helper()
 		expectClose(t, d, code)
 	}
@@ -223,14 +225,14 @@ func expectEcho(code int) func(t *testing.T, d *Device) {
 
 // expectFailed accepts either way RFC 6455 allows to fail a connection: a
 // close frame with code, or the socket closed without one.
-func expectFailed(code int) func(t *testing.T, d *Device) {
-	return func(t *testing.T, d *Device) {
+func expectFailed(code int) func(t *testing.T, d *nodetest.Device) {
+	return func(t *testing.T, d *nodetest.Device) {
 		t.Helper()
 		start := time.Now()
 		f, err := nextRaw(d, 3*time.Second)
 		switch {
 		case err == nil && f.Header.OpCode == ws.OpClose:
-			if got := closeCode(f.Payload); got != code {
+			if got := nodetest.CloseCode(f.Payload); got != code {
 				t.Fatalf("close code %d, want %d", got, code)
 			}
 			expectEOF(t, d)
@@ -247,7 +249,7 @@ func expectFailed(code int) func(t *testing.T, d *Device) {
 // expectClose reads until the server's close frame, checks its code, and
 // then that the server closes its side of the socket (the client reads EOF)
 // within the close grace period.
-func expectClose(t *testing.T, d *Device, code int) {
+func expectClose(t *testing.T, d *nodetest.Device, code int) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Second)
 	for {
@@ -258,7 +260,7 @@ func expectClose(t *testing.T, d *Device, code int) {
 		if f.Header.OpCode != ws.OpClose {
 			continue
 		}
-		if got := closeCode(f.Payload); got != code {
+		if got := nodetest.CloseCode(f.Payload); got != code {
 			t.Fatalf("close code %d (%q), want %d", got, f.Payload, code)
 		}
 		break
@@ -268,10 +270,10 @@ func expectClose(t *testing.T, d *Device, code int) {
 
 // expectEOF checks that the server closes its side of the socket within
 // the close grace period (plus a margin), discarding what it still sends.
-func expectEOF(t *testing.T, d *Device) {
+func expectEOF(t *testing.T, d *nodetest.Device) {
 	t.Helper()
 	_ = d.Conn.SetReadDeadline(time.Now().Add(2500 * time.Millisecond))
-	_, err := io.Copy(io.Discard, d.r)
+	_, err := io.Copy(io.Discard, d.Reader())
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("the server did not close its socket after the close frame")
@@ -280,10 +282,10 @@ func expectEOF(t *testing.T, d *Device) {
 
 // nextRaw reads the next frame of any kind but the server's heartbeat
 // pings, unmasking nothing (server frames are not masked).
-func nextRaw(d *Device, timeout time.Duration) (ws.Frame, error) {
+func nextRaw(d *nodetest.Device, timeout time.Duration) (ws.Frame, error) {
 	_ = d.Conn.SetReadDeadline(time.Now().Add(timeout))
 	for {
-		f, err := ws.ReadFrame(d.r)
+		f, err := ws.ReadFrame(d.Reader())
 		if err != nil || f.Header.OpCode != ws.OpPing {
 			return f, err
 		}
@@ -292,7 +294,7 @@ func nextRaw(d *Device, timeout time.Duration) (ws.Frame, error) {
 
 // sendFrame sends one masked frame; it may be invalid (fragmented control
 // frames, reserved opcodes).
-func sendFrame(t testing.TB, d *Device, op ws.OpCode, fin bool, payload []byte) {
+func sendFrame(t testing.TB, d *nodetest.Device, op ws.OpCode, fin bool, payload []byte) {
 	t.Helper()
 	var buf bytes.Buffer
 	writeFrameTo(&buf, op, fin, payload)
@@ -301,7 +303,7 @@ func sendFrame(t testing.TB, d *Device, op ws.OpCode, fin bool, payload []byte) 
 
 // sendHeader sends h as given (its Length need not match) followed by
 // payload, masked with h.Mask when h.Masked.
-func sendHeader(t testing.TB, d *Device, h ws.Header, payload ...byte) {
+func sendHeader(t testing.TB, d *nodetest.Device, h ws.Header, payload ...byte) {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := ws.WriteHeader(&buf, h); err != nil {
@@ -315,7 +317,7 @@ func sendHeader(t testing.TB, d *Device, h ws.Header, payload ...byte) {
 	sendBytes(t, d, buf.Bytes())
 }
 
-func sendBytes(t testing.TB, d *Device, b []byte) {
+func sendBytes(t testing.TB, d *nodetest.Device, b []byte) {
 	t.Helper()
 	_ = d.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	if _, err := d.Conn.Write(b); err != nil {

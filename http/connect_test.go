@@ -11,12 +11,13 @@ import (
 
 	tetherhttp "github.com/tetherpush/tether/http"
 	"github.com/tetherpush/tether/hub"
+	"github.com/tetherpush/tether/internal/nodetest"
 	"github.com/tetherpush/tether/token"
 )
 
 func TestWelcomeAndDelivery(t *testing.T) {
-	n := MustOpenNode(t, "", nil)
-	d := n.Dial(t, MustToken(t, "pos-1", "shop-1"))
+	n := mustOpenNode(t, nil)
+	d := n.Dial(t, nodetest.MustToken(t, "pos-1", "shop-1"))
 	w := d.MustNext("welcome")
 	if w.Device != "pos-1" || len(w.Groups) != 1 || w.Groups[0] != "shop-1" || w.Node != "n1" || w.HeartbeatMS != 5000 {
 		t.Fatalf("welcome = %+v", w)
@@ -30,7 +31,7 @@ func TestWelcomeAndDelivery(t *testing.T) {
 		t.Fatalf("published_at %q: %v", m.PublishedAt, err)
 	}
 	d.Ack(id)
-	eventually(t, 5*time.Second, "delivery acked", func() bool {
+	nodetest.Eventually(t, 5*time.Second, "delivery acked", func() bool {
 		var st struct {
 			Deliveries []struct{ Device, State string } `json:"deliveries"`
 		}
@@ -40,8 +41,8 @@ func TestWelcomeAndDelivery(t *testing.T) {
 }
 
 func TestRedeliveryAfterAckTimeout(t *testing.T) {
-	n := MustOpenNode(t, "", func(h *hub.Config, _ *tetherhttp.Config) { h.AckTimeout = 200 * time.Millisecond })
-	d := n.Dial(t, MustToken(t, "pos-1"))
+	n := mustOpenNode(t, func(h *hub.Config, _ *tetherhttp.Config) { h.AckTimeout = 200 * time.Millisecond })
+	d := n.Dial(t, nodetest.MustToken(t, "pos-1"))
 	d.MustNext("welcome")
 	id := n.Publish(t, "device:pos-1", "hello")
 	if m := d.MustNext("message"); m.ID != id || m.Attempt != 1 {
@@ -60,12 +61,12 @@ func TestRedeliveryAfterAckTimeout(t *testing.T) {
 }
 
 func TestOfflineThenReconnect(t *testing.T) {
-	n := MustOpenNode(t, "", nil)
-	tok := MustToken(t, "pos-1")
+	n := mustOpenNode(t, nil)
+	tok := nodetest.MustToken(t, "pos-1")
 	d := n.Dial(t, tok)
 	d.MustNext("welcome")
 	d.Conn.Close()
-	eventually(t, 5*time.Second, "device offline", func() bool { return n.Hub.Connections() == 0 })
+	nodetest.Eventually(t, 5*time.Second, "device offline", func() bool { return n.Hub.Connections() == 0 })
 	var ids []string
 	for i := 0; i < 5; i++ {
 		ids = append(ids, n.Publish(t, "device:pos-1", i))
@@ -87,8 +88,8 @@ func TestOfflineThenReconnect(t *testing.T) {
 }
 
 func TestTakeover(t *testing.T) {
-	n := MustOpenNode(t, "", nil)
-	tok := MustToken(t, "pos-1")
+	n := mustOpenNode(t, nil)
+	tok := nodetest.MustToken(t, "pos-1")
 	old := n.Dial(t, tok)
 	old.MustNext("welcome")
 	d := n.Dial(t, tok)
@@ -101,8 +102,8 @@ func TestTakeover(t *testing.T) {
 }
 
 func TestHeartbeatTimeout(t *testing.T) {
-	n := MustOpenNode(t, "", func(h *hub.Config, _ *tetherhttp.Config) { h.Heartbeat = 200 * time.Millisecond })
-	d := n.Dial(t, MustToken(t, "pos-1"))
+	n := mustOpenNode(t, func(h *hub.Config, _ *tetherhttp.Config) { h.Heartbeat = 200 * time.Millisecond })
+	d := n.Dial(t, nodetest.MustToken(t, "pos-1"))
 	d.Silent = true // never answers pings
 	d.MustNext("welcome")
 	start := time.Now()
@@ -113,10 +114,10 @@ func TestHeartbeatTimeout(t *testing.T) {
 }
 
 func TestDrain(t *testing.T) {
-	n := MustOpenNode(t, "", nil)
-	var ds []*Device
+	n := mustOpenNode(t, nil)
+	var ds []*nodetest.Device
 	for _, dev := range []string{"a", "b", "c"} {
-		d := n.Dial(t, MustToken(t, dev))
+		d := n.Dial(t, nodetest.MustToken(t, dev))
 		d.MustNext("welcome")
 		ds = append(ds, d)
 	}
@@ -124,8 +125,8 @@ func TestDrain(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- n.Hub.Shutdown(ctx) }()
-	eventually(t, time.Second, "readyz 503", func() bool { return n.API(t, "GET", "/readyz", nil, nil) == 503 })
-	if _, code, _ := n.TryDial(MustToken(t, "late"), nil); code != 503 {
+	nodetest.Eventually(t, time.Second, "readyz 503", func() bool { return n.API(t, "GET", "/readyz", nil, nil) == 503 })
+	if _, code, _ := n.TryDial(nodetest.MustToken(t, "late"), nil); code != 503 {
 		t.Fatalf("connect while draining: status %d, want 503", code)
 	}
 	for _, d := range ds {
@@ -141,14 +142,14 @@ func TestDrain(t *testing.T) {
 // do not reconnect elsewhere in one wave.
 func TestDrainSpreadsCloses(t *testing.T) {
 	const devices = 20
-	n := MustOpenNode(t, "", nil)
+	n := mustOpenNode(t, nil)
 	type closed struct {
 		at  time.Time
 		err error
 	}
 	got := make(chan closed, devices)
 	for i := range devices {
-		d := n.Dial(t, MustToken(t, fmt.Sprintf("spread-%d", i)))
+		d := n.Dial(t, nodetest.MustToken(t, fmt.Sprintf("spread-%d", i)))
 		d.MustNext("welcome")
 		go func() {
 			for {
@@ -169,7 +170,7 @@ func TestDrainSpreadsCloses(t *testing.T) {
 	var first, last time.Time
 	for range devices {
 		c := <-got
-		if ce, ok := c.err.(CloseError); !ok || ce.Code != 1001 {
+		if ce, ok := c.err.(nodetest.CloseError); !ok || ce.Code != 1001 {
 			t.Fatalf("a device ended with %v, want close 1001", c.err)
 		}
 		if first.IsZero() || c.at.Before(first) {
@@ -188,8 +189,8 @@ func TestDrainSpreadsCloses(t *testing.T) {
 }
 
 func TestBadTokens(t *testing.T) {
-	n := MustOpenNode(t, "", nil)
-	expired, _ := token.Sign([]byte(testSecret), token.Claims{Device: "pos-1", ExpiresAt: time.Now().Add(-time.Minute)})
+	n := mustOpenNode(t, nil)
+	expired, _ := token.Sign([]byte(nodetest.TokenSecret), token.Claims{Device: "pos-1", ExpiresAt: time.Now().Add(-time.Minute)})
 	wrong, _ := token.Sign([]byte("other-secret"), token.Claims{Device: "pos-1", ExpiresAt: time.Now().Add(time.Hour)})
 	for name, tok := range map[string]string{"none": "", "garbage": "abc.def.ghi", "expired": expired, "wrong secret": wrong} {
 		if _, code, _ := n.TryDial(tok, nil); code != 401 {
@@ -197,7 +198,7 @@ func TestBadTokens(t *testing.T) {
 		}
 	}
 	// The query parameter works for browsers, which cannot set headers.
-	d, code, err := n.TryDialPath("/v1/connect?token="+MustToken(t, "pos-1"), nil)
+	d, code, err := n.TryDialPath("/v1/connect?token="+nodetest.MustToken(t, "pos-1"), nil)
 	if err != nil {
 		t.Fatalf("token in query: status %d: %v", code, err)
 	}
@@ -205,8 +206,8 @@ func TestBadTokens(t *testing.T) {
 }
 
 func TestUnknownFrameKeepsConnection(t *testing.T) {
-	n := MustOpenNode(t, "", nil)
-	d := n.Dial(t, MustToken(t, "pos-1"))
+	n := mustOpenNode(t, nil)
+	d := n.Dial(t, nodetest.MustToken(t, "pos-1"))
 	d.MustNext("welcome")
 	d.Send(`{"type":"subscribe","channel":"x"}`)
 	e := d.MustNext("error")
@@ -222,7 +223,7 @@ func TestUnknownFrameKeepsConnection(t *testing.T) {
 }
 
 func TestBadFramesClose(t *testing.T) {
-	n := MustOpenNode(t, "", func(_ *hub.Config, c *tetherhttp.Config) { c.MaxMessageBytes = 1024 })
+	n := mustOpenNode(t, func(_ *hub.Config, c *tetherhttp.Config) { c.MaxMessageBytes = 1024 })
 	cases := []struct {
 		name  string
 		frame ws.Frame
@@ -234,11 +235,11 @@ func TestBadFramesClose(t *testing.T) {
 		{"too big", ws.NewTextFrame([]byte(`{"type":"ping","pad":"` + strings.Repeat("x", 2000) + `"}`)), 1009},
 		{"ack not array", ws.NewTextFrame([]byte(`{"type":"ack","ids":"x"}`)), 1008},
 	}
-	other := n.Dial(t, MustToken(t, "bystander"))
+	other := n.Dial(t, nodetest.MustToken(t, "bystander"))
 	other.MustNext("welcome")
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			d := n.Dial(t, MustToken(t, "pos-1"))
+			d := n.Dial(t, nodetest.MustToken(t, "pos-1"))
 			d.MustNext("welcome")
 			d.SendFrame(c.frame)
 			d.MustClose(c.code, 3*time.Second)
@@ -249,11 +250,11 @@ func TestBadFramesClose(t *testing.T) {
 }
 
 func TestOriginAndLimits(t *testing.T) {
-	n := MustOpenNode(t, "", func(_ *hub.Config, c *tetherhttp.Config) {
+	n := mustOpenNode(t, func(_ *hub.Config, c *tetherhttp.Config) {
 		c.AllowedOrigins = []string{"https://shop.example"}
 		c.MaxConnections = 1
 	})
-	tok := MustToken(t, "pos-1")
+	tok := nodetest.MustToken(t, "pos-1")
 	for _, o := range []string{"https://evil.example", "null", "http://shop.example", "https://shop.example:444", "https://a.shop.example"} {
 		if _, code, _ := n.TryDial(tok, http.Header{"Origin": {o}}); code != 403 {
 			t.Errorf("origin %s: status %d, want 403", o, code)
@@ -264,16 +265,16 @@ func TestOriginAndLimits(t *testing.T) {
 		t.Fatalf("allowed origin: %d %v", code, err)
 	}
 	defer d.Conn.Close()
-	if _, code, _ := n.TryDial(MustToken(t, "pos-2"), nil); code != 503 {
+	if _, code, _ := n.TryDial(nodetest.MustToken(t, "pos-2"), nil); code != 503 {
 		t.Fatalf("over --max-connections: status %d, want 503", code)
 	}
 }
 
 func TestFrameFloodClosed4429(t *testing.T) {
-	n := MustOpenNode(t, "", nil)
-	other := n.Dial(t, MustToken(t, "bystander"))
+	n := mustOpenNode(t, nil)
+	other := n.Dial(t, nodetest.MustToken(t, "bystander"))
 	other.MustNext("welcome")
-	d := n.Dial(t, MustToken(t, "flooder"))
+	d := n.Dial(t, nodetest.MustToken(t, "flooder"))
 	d.MustNext("welcome")
 	for i := 0; i < 2*hub.DefaultMaxFrameRate+50; i++ {
 		if err := ws.WriteFrame(d.Conn, ws.MaskFrame(ws.NewTextFrame([]byte(`{"type":"ack","ids":["unknown"]}`)))); err != nil {

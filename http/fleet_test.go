@@ -3,30 +3,23 @@ package http_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sort"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/tetherpush/tether"
 	tetherhttp "github.com/tetherpush/tether/http"
 	"github.com/tetherpush/tether/hub"
+	"github.com/tetherpush/tether/internal/nodetest"
 	"github.com/tetherpush/tether/internal/redistest"
 	"github.com/tetherpush/tether/redis"
 )
 
-// FleetNode is an in-process node on a shared Redis.
-type FleetNode struct {
-	*Node
-	Redis *redis.Store
-}
-
-// MustOpenFleetNode starts node id on the Redis at url (a cluster seed when
-// cluster is true), with a 300 ms heartbeat unless edit changes it.
-func MustOpenFleetNode(tb testing.TB, url string, cluster bool, id string, edit func(*hub.Config)) *FleetNode {
+// mustOpenFleetNode starts node id on the Redis at url (a cluster seed when
+// cluster is true), with a 300 ms heartbeat unless edit changes it, and no
+// admin listener.
+func mustOpenFleetNode(tb testing.TB, url string, cluster bool, id string, edit func(*hub.Config)) *nodetest.Node {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -34,38 +27,20 @@ func MustOpenFleetNode(tb testing.TB, url string, cluster bool, id string, edit 
 	if err != nil {
 		tb.Fatalf("open redis store: %v", err)
 	}
-	reg := prometheus.NewRegistry()
-	hc := hub.Config{Node: id, Heartbeat: 300 * time.Millisecond, AckTimeout: 5 * time.Second,
-		Metrics: hub.NewMetrics(reg), Workers: 4, Fleet: st.Fleet(), Logger: testLogger(tb)}
-	if edit != nil {
-		edit(&hc)
-	}
-	h := hub.New(st, hc)
-	if err := h.Open(); err != nil {
-		tb.Fatal(err)
-	}
-	srv := tetherhttp.NewServer(h, tetherhttp.Config{Listen: "127.0.0.1:0", AdminListen: "-",
-		TokenSecret: []byte(testSecret), APIKey: testAPIKey, Gatherer: reg, IO: *ioMode})
-	if err := srv.Open(); err != nil {
-		tb.Fatal(err)
-	}
-	n := &FleetNode{Node: &Node{Metrics: hc.Metrics, Hub: h, Server: srv, URL: "http://" + srv.Addr(), WSURL: "ws://" + srv.Addr(), Dir: filepath.Join(tb.TempDir())}, Redis: st}
-	tb.Cleanup(n.Close)
-	return n
-}
-
-// Close stops the node at once.
-func (n *FleetNode) Close() {
-	n.Hub.Close()
-	n.Server.Close()
-	n.Redis.Close()
+	return nodetest.MustOpen(tb, nodetest.Options{Store: st, IO: *ioMode, Edit: func(h *hub.Config, c *tetherhttp.Config) {
+		h.Node, h.Heartbeat, h.Fleet, h.Logger = id, 300*time.Millisecond, st.Fleet(), testLogger(tb)
+		c.AdminListen, c.Registerer = "-", nil
+		if edit != nil {
+			edit(h)
+		}
+	}})
 }
 
 func TestFleetCrossNodeRouting(t *testing.T) {
 	r := redistest.Start(t)
-	a := MustOpenFleetNode(t, r.URL(), false, "node-a", nil)
-	b := MustOpenFleetNode(t, r.URL(), false, "node-b", nil)
-	d := b.Dial(t, MustToken(t, "pos-1", "shop-1"))
+	a := mustOpenFleetNode(t, r.URL(), false, "node-a", nil)
+	b := mustOpenFleetNode(t, r.URL(), false, "node-b", nil)
+	d := b.Dial(t, nodetest.MustToken(t, "pos-1", "shop-1"))
 	if w := d.MustNext("welcome"); w.Node != "node-b" {
 		t.Fatalf("welcome %+v", w)
 	}
@@ -109,20 +84,20 @@ func TestFleetCrossNodeRouting(t *testing.T) {
 
 func TestFleetTakeoverAcrossNodes(t *testing.T) {
 	r := redistest.Start(t)
-	a := MustOpenFleetNode(t, r.URL(), false, "node-a", nil)
-	b := MustOpenFleetNode(t, r.URL(), false, "node-b", nil)
-	tok := MustToken(t, "pos-1")
+	a := mustOpenFleetNode(t, r.URL(), false, "node-a", nil)
+	b := mustOpenFleetNode(t, r.URL(), false, "node-b", nil)
+	tok := nodetest.MustToken(t, "pos-1")
 	old := a.Dial(t, tok)
 	old.MustNext("welcome")
 	d := b.Dial(t, tok)
 	d.MustNext("welcome")
 	old.MustClose(4409, 3*time.Second)
-	eventually(t, 3*time.Second, "node A forgets the device", func() bool { return a.Hub.Connections() == 0 })
+	nodetest.Eventually(t, 3*time.Second, "node A forgets the device", func() bool { return a.Hub.Connections() == 0 })
 	var dev struct {
 		Online bool   `json:"online"`
 		Node   string `json:"node"`
 	}
-	eventually(t, 3*time.Second, "presence on node-b", func() bool {
+	nodetest.Eventually(t, 3*time.Second, "presence on node-b", func() bool {
 		a.API(t, "GET", "/v1/devices/pos-1", nil, &dev)
 		return dev.Online && dev.Node == "node-b"
 	})
@@ -133,9 +108,9 @@ func TestFleetTakeoverAcrossNodes(t *testing.T) {
 // must be delivered.
 func TestFleetLostSubscription(t *testing.T) {
 	r := redistest.Start(t)
-	a := MustOpenFleetNode(t, r.URL(), false, "node-a", nil)
-	b := MustOpenFleetNode(t, r.URL(), false, "node-b", nil)
-	d := b.Dial(t, MustToken(t, "pos-1"))
+	a := mustOpenFleetNode(t, r.URL(), false, "node-a", nil)
+	b := mustOpenFleetNode(t, r.URL(), false, "node-b", nil)
+	d := b.Dial(t, nodetest.MustToken(t, "pos-1"))
 	d.MustNext("welcome")
 	time.Sleep(200 * time.Millisecond) // subscriptions in place
 	r.MustDo("CLIENT", "KILL", "TYPE", "pubsub")
@@ -157,9 +132,9 @@ func TestFleetLostSubscription(t *testing.T) {
 // heartbeat, and they reconnect to another node and get their messages.
 func TestFleetCrashedNodeGoesOffline(t *testing.T) {
 	r := redistest.Start(t)
-	a := MustOpenFleetNode(t, r.URL(), false, "node-a", nil)
-	b := MustOpenFleetNode(t, r.URL(), false, "node-b", nil)
-	tok := MustToken(t, "pos-1")
+	a := mustOpenFleetNode(t, r.URL(), false, "node-a", nil)
+	b := mustOpenFleetNode(t, r.URL(), false, "node-b", nil)
+	tok := nodetest.MustToken(t, "pos-1")
 	d := b.Dial(t, tok)
 	d.MustNext("welcome")
 	id := a.Publish(t, "device:pos-1", "unacked on the dead node")
@@ -168,14 +143,14 @@ func TestFleetCrashedNodeGoesOffline(t *testing.T) {
 	}
 	// Crash node B: its Redis client goes first, so it cannot write its
 	// sessions' disconnections.
-	b.Redis.Close()
+	b.Store.Close()
 	b.Hub.Close()
 	b.Server.Close()
 	start := time.Now()
 	var dev struct {
 		Online bool `json:"online"`
 	}
-	eventually(t, 3*time.Second, "device offline", func() bool {
+	nodetest.Eventually(t, 3*time.Second, "device offline", func() bool {
 		a.API(t, "GET", "/v1/devices/pos-1", nil, &dev)
 		return !dev.Online
 	})
@@ -194,11 +169,11 @@ func TestFleetCrashedNodeGoesOffline(t *testing.T) {
 func TestFleetOnRedisCluster(t *testing.T) {
 	c := redistest.StartCluster(t)
 	url := "redis://" + c.Addrs()[0]
-	a := MustOpenFleetNode(t, url, true, "node-a", nil)
-	b := MustOpenFleetNode(t, url, true, "node-b", nil)
-	var ds []*Device
+	a := mustOpenFleetNode(t, url, true, "node-a", nil)
+	b := mustOpenFleetNode(t, url, true, "node-b", nil)
+	var ds []*nodetest.Device
 	for i := 0; i < 6; i++ { // devices spread over the cluster's slots
-		d := b.Dial(t, MustToken(t, fmt.Sprintf("pos-%d", i), "shop-1"))
+		d := b.Dial(t, nodetest.MustToken(t, fmt.Sprintf("pos-%d", i), "shop-1"))
 		d.MustNext("welcome")
 		ds = append(ds, d)
 	}
@@ -208,7 +183,7 @@ func TestFleetOnRedisCluster(t *testing.T) {
 			t.Fatalf("device %d got %+v", i, m)
 		}
 	}
-	tok := MustToken(t, "pos-0", "shop-1")
+	tok := nodetest.MustToken(t, "pos-0", "shop-1")
 	d := a.Dial(t, tok)
 	d.MustNext("welcome")
 	ds[0].MustClose(4409, 3*time.Second)
@@ -219,14 +194,14 @@ func TestFleetOnRedisCluster(t *testing.T) {
 // none of the accepted messages; the node rides it out without restarting.
 func TestFleetRedisCrashLosesNothing(t *testing.T) {
 	r := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
-	n := MustOpenFleetNode(t, r.URL(), false, "node-a", nil)
+	n := mustOpenFleetNode(t, r.URL(), false, "node-a", nil)
 	var ids []string
 	for i := 0; i < 20; i++ {
 		ids = append(ids, n.Publish(t, "device:pos-1", i))
 	}
 	r.Kill()
 	r.Restart()
-	d := n.Dial(t, MustToken(t, "pos-1"))
+	d := n.Dial(t, nodetest.MustToken(t, "pos-1"))
 	d.MustNext("welcome")
 	for i, id := range ids {
 		m := d.MustNext("message")
@@ -257,13 +232,13 @@ func (f *deafFleet) Listen(ctx context.Context, node string, ready func(), fn fu
 // its sessions fetch what was published meanwhile.
 func TestFleetDeafSubscription(t *testing.T) {
 	r := redistest.Start(t)
-	a := MustOpenFleetNode(t, r.URL(), false, "node-a", nil)
+	a := mustOpenFleetNode(t, r.URL(), false, "node-a", nil)
 	var deaf *deafFleet
-	b := MustOpenFleetNode(t, r.URL(), false, "node-b", func(c *hub.Config) {
+	b := mustOpenFleetNode(t, r.URL(), false, "node-b", func(c *hub.Config) {
 		deaf = &deafFleet{Fleet: c.Fleet}
 		c.Fleet = deaf
 	})
-	d := b.Dial(t, MustToken(t, "pos-1"))
+	d := b.Dial(t, nodetest.MustToken(t, "pos-1"))
 	d.MustNext("welcome")
 	deaf.deaf.Store(true)
 	id := a.Publish(t, "device:pos-1", "published while B is deaf")

@@ -9,12 +9,13 @@ import (
 
 	tetherhttp "github.com/tetherpush/tether/http"
 	"github.com/tetherpush/tether/hub"
+	"github.com/tetherpush/tether/internal/nodetest"
 	"github.com/tetherpush/tether/token"
 )
 
 func TestInflightWindow(t *testing.T) {
-	n := MustOpenNode(t, "", func(h *hub.Config, _ *tetherhttp.Config) { h.MaxInflight = 3 })
-	d := n.Dial(t, MustToken(t, "pos-1"))
+	n := mustOpenNode(t, func(h *hub.Config, _ *tetherhttp.Config) { h.MaxInflight = 3 })
+	d := n.Dial(t, nodetest.MustToken(t, "pos-1"))
 	if w := d.MustNext("welcome"); w.Node != "n1" {
 		t.Fatalf("welcome %+v", w)
 	}
@@ -37,8 +38,8 @@ func TestInflightWindow(t *testing.T) {
 }
 
 func TestTokenExpiresDuringSession(t *testing.T) {
-	n := MustOpenNode(t, "", nil)
-	tok, err := token.Sign([]byte(testSecret), token.Claims{Device: "pos-1", ExpiresAt: time.Now().Add(1500 * time.Millisecond)})
+	n := mustOpenNode(t, nil)
+	tok, err := token.Sign([]byte(nodetest.TokenSecret), token.Claims{Device: "pos-1", ExpiresAt: time.Now().Add(1500 * time.Millisecond)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,14 +56,14 @@ func TestTokenExpiresDuringSession(t *testing.T) {
 // write passes its deadline; its messages wait in the store; the other
 // devices are not held up.
 func TestSlowConsumer(t *testing.T) {
-	n := MustOpenNode(t, "", func(h *hub.Config, _ *tetherhttp.Config) {
+	n := mustOpenNode(t, func(h *hub.Config, _ *tetherhttp.Config) {
 		h.WriteTimeout = 200 * time.Millisecond
 		h.MaxInflight = 1000
 		h.Heartbeat = time.Minute // the raw test clients do not answer pings
 	})
-	slow := n.Dial(t, MustToken(t, "slow", "shop"))
+	slow := n.Dial(t, nodetest.MustToken(t, "slow", "shop"))
 	slow.MustNext("welcome")
-	fast := n.Dial(t, MustToken(t, "fast", "shop"))
+	fast := n.Dial(t, nodetest.MustToken(t, "fast", "shop"))
 	fast.MustNext("welcome")
 	big := strings.Repeat("x", 60<<10)
 	const msgs = 400
@@ -72,7 +73,7 @@ func TestSlowConsumer(t *testing.T) {
 			t.Fatalf("publish %d: %d", i, code)
 		}
 	}
-	eventually(t, 10*time.Second, "4503 close", func() bool {
+	nodetest.Eventually(t, 10*time.Second, "4503 close", func() bool {
 		return testutil.ToFloat64(n.Metrics.Closes.WithLabelValues("4503")) == 1
 	})
 	id := n.Publish(t, "group:shop", "still flowing")

@@ -31,6 +31,7 @@ import (
 
 	tetherhttp "github.com/tetherpush/tether/http"
 	"github.com/tetherpush/tether/hub"
+	"github.com/tetherpush/tether/internal/nodetest"
 )
 
 // TestHostileHugeBody: a publish announcing a 10 GB body (or streaming a
@@ -54,7 +55,7 @@ func TestHostileHugeBody(t *testing.T) {
 	}
 	t.Run("no api key", func(t *testing.T) {
 		noLeaks(t)
-		n := MustOpenNode(t, "", nil)
+		n := mustOpenNode(t, nil)
 		start := time.Now()
 		status, sent := hugeBody(t, n, "/v1/messages", false, "")
 		if status != 401 || sent > 8<<20 || time.Since(start) > time.Second {
@@ -68,10 +69,10 @@ func TestHostileHugeBody(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			noLeaks(t)
-			n := MustOpenNode(t, "", edit)
+			n := mustOpenNode(t, edit)
 			b := bystander(t, n)
 			start := time.Now()
-			status, sent := hugeBody(t, n, c.path, c.chunked, testAPIKey)
+			status, sent := hugeBody(t, n, c.path, c.chunked, nodetest.APIKey)
 			if status != 413 {
 				t.Errorf("status %d, want 413", status)
 			}
@@ -92,7 +93,7 @@ func TestHostileHugeBody(t *testing.T) {
 // path that takes an id; nothing is stored.
 func TestHostileInvalidTargetsAndIDs(t *testing.T) {
 	noLeaks(t)
-	n := MustOpenNode(t, "", nil)
+	n := mustOpenNode(t, nil)
 	b := bystander(t, n)
 	targets := []string{
 		"", ":", "device", "device:", "group:", "device:a b", "user:pos-1", "DEVICE:pos-1",
@@ -182,7 +183,7 @@ func TestHostileInvalidTargetsAndIDs(t *testing.T) {
 // keyed with an RSA public key, and an RS256 header over an HMAC signature.
 func TestHostileTokens(t *testing.T) {
 	noLeaks(t)
-	n := MustOpenNode(t, "", nil)
+	n := mustOpenNode(t, nil)
 	b := bystander(t, n)
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -202,7 +203,7 @@ func TestHostileTokens(t *testing.T) {
 		}
 		return tok
 	}
-	secret := []byte(testSecret)
+	secret := []byte(nodetest.TokenSecret)
 	valid := sign(jwt.SigningMethodHS256, secret, good)
 	parts := strings.Split(valid, ".")
 	cases := map[string]string{
@@ -219,7 +220,7 @@ func TestHostileTokens(t *testing.T) {
 		"signature stripped":                           parts[0] + "." + parts[1] + ".",
 		"signature of another":                         parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"admin","exp":9999999999}`)) + "." + parts[2],
 		"four parts":                                   valid + ".x",
-		"wrong secret":                                 sign(jwt.SigningMethodHS256, []byte(testSecret+"x"), good),
+		"wrong secret":                                 sign(jwt.SigningMethodHS256, []byte(nodetest.TokenSecret+"x"), good),
 		"empty secret":                                 hmacMade(`{"alg":"HS256","typ":"JWT"}`, parts[1], nil),
 		"expired":                                      sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "pos-1", "exp": time.Now().Add(-time.Minute).Unix()}),
 		"no exp":                                       sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "pos-1"}),
@@ -269,9 +270,9 @@ func hmacMade(header, claims string, key []byte) string {
 func TestHostileOrigins(t *testing.T) {
 	noLeaks(t)
 	const allowed = "https://shop.example.com"
-	n := MustOpenNode(t, "", func(_ *hub.Config, c *tetherhttp.Config) { c.AllowedOrigins = []string{allowed} })
+	n := mustOpenNode(t, func(_ *hub.Config, c *tetherhttp.Config) { c.AllowedOrigins = []string{allowed} })
 	b := bystander(t, n)
-	tok := MustToken(t, "pos-1")
+	tok := nodetest.MustToken(t, "pos-1")
 	refused := map[string][]string{
 		"null":                    {"null"},
 		"empty":                   {""},
@@ -321,9 +322,9 @@ func TestHostileOrigins(t *testing.T) {
 // anyone else.
 func TestHostileMalformedRequests(t *testing.T) {
 	noLeaks(t)
-	n := MustOpenNode(t, "", nil)
+	n := mustOpenNode(t, nil)
 	b := bystander(t, n)
-	auth := "Authorization: Bearer " + testAPIKey + "\r\n"
+	auth := "Authorization: Bearer " + nodetest.APIKey + "\r\n"
 	body := `{"target":"device:pos-1","data":1}`
 	for name, req := range map[string]string{
 		"content-length and chunked": "POST /v1/messages HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
@@ -350,7 +351,7 @@ func TestHostileMalformedRequests(t *testing.T) {
 // refused with 431 before any handler runs, on the upgrade and the API.
 func TestHostileOversizeHeaders(t *testing.T) {
 	noLeaks(t)
-	n := MustOpenNode(t, "", nil)
+	n := mustOpenNode(t, nil)
 	b := bystander(t, n)
 	for name, extra := range map[string]string{
 		"one huge header": "X-Pad: " + strings.Repeat("a", 64<<10) + "\r\n",
@@ -359,7 +360,7 @@ func TestHostileOversizeHeaders(t *testing.T) {
 	} {
 		for _, req := range []string{
 			"GET /v1/connect HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
-			"POST /v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + testAPIKey + "\r\nContent-Length: 2\r\n",
+			"POST /v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + nodetest.APIKey + "\r\nContent-Length: 2\r\n",
 		} {
 			status := rawStatus(t, n, req+extra+"\r\n")
 			if status != 431 {
@@ -376,7 +377,7 @@ func TestHostileOversizeHeaders(t *testing.T) {
 func TestHostileHandshakeSlowloris(t *testing.T) {
 	noLeaks(t)
 	const timeout = time.Second
-	n := MustOpenNode(t, "", func(_ *hub.Config, c *tetherhttp.Config) { c.ReadHeaderTimeout = timeout })
+	n := mustOpenNode(t, func(_ *hub.Config, c *tetherhttp.Config) { c.ReadHeaderTimeout = timeout })
 	b := bystander(t, n)
 	c, err := net.Dial("tcp", n.Server.Addr())
 	if err != nil {
@@ -425,7 +426,7 @@ trickle:
 // every 50ms never completes within 2 × heartbeat: the session is closed
 // with 4408 although bytes keep arriving.
 func TestHostileFrameSlowloris(t *testing.T) {
-	attack(t, func(h *hub.Config, _ *tetherhttp.Config) { h.Heartbeat = 300 * time.Millisecond }, func(t *testing.T, d *Device) {
+	attack(t, func(h *hub.Config, _ *tetherhttp.Config) { h.Heartbeat = 300 * time.Millisecond }, func(t *testing.T, d *nodetest.Device) {
 		var buf bytes.Buffer
 		writeFrameTo(&buf, ws.OpText, true, []byte(pingOfSize(200)))
 		stop := time.Now().Add(2 * time.Second)
@@ -446,7 +447,7 @@ func TestHostileFrameSlowloris(t *testing.T) {
 // protocol error, 1002.
 func TestHostilePermessageDeflate(t *testing.T) {
 	noLeaks(t)
-	n := MustOpenNode(t, "", nil)
+	n := mustOpenNode(t, nil)
 	b := bystander(t, n)
 	c, err := net.Dial("tcp", n.Server.Addr())
 	if err != nil {
@@ -457,7 +458,7 @@ func TestHostilePermessageDeflate(t *testing.T) {
 	fmt.Fprintf(c, "GET /v1/connect HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: tether.v1\r\n"+
 		"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits, x-webkit-deflate-frame\r\n"+
-		"Authorization: Bearer %s\r\n\r\n", MustToken(t, "pos-1"))
+		"Authorization: Bearer %s\r\n\r\n", nodetest.MustToken(t, "pos-1"))
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
@@ -469,7 +470,7 @@ func TestHostilePermessageDeflate(t *testing.T) {
 	if ext := resp.Header.Values("Sec-WebSocket-Extensions"); len(ext) != 0 {
 		t.Errorf("server accepted extensions %q; it must not negotiate compression", ext)
 	}
-	d := &Device{tb: t, Conn: c, r: br}
+	d := nodetest.NewDevice(t, c, br)
 	d.MustNext("welcome")
 	// "Hello" compressed with DEFLATE, as permessage-deflate would send it.
 	compressed := []byte{0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00}
@@ -486,25 +487,25 @@ func TestHostileAPIKeyNeverLogged(t *testing.T) {
 	var mu sync.Mutex
 	var logs bytes.Buffer
 	logger := newBufferLogger(&mu, &logs)
-	n := MustOpenNode(t, "", func(h *hub.Config, c *tetherhttp.Config) { h.Logger = logger; c.Logger = logger })
+	n := mustOpenNode(t, func(h *hub.Config, c *tetherhttp.Config) { h.Logger = logger; c.Logger = logger })
 	const wrong = "wrong-api-key-0123456789"
-	tok := MustToken(t, "pos-1")
+	tok := nodetest.MustToken(t, "pos-1")
 	b := bystander(t, n)
-	for _, key := range []string{testAPIKey, wrong, "Bearer " + testAPIKey, testAPIKey + " "} {
+	for _, key := range []string{nodetest.APIKey, wrong, "Bearer " + nodetest.APIKey, nodetest.APIKey + " "} {
 		for _, p := range []string{"/v1/messages", "/v1/messages/batch", "/v1/devices/pos-1", "/v1/nope", "/v1/devices/a%20b"} {
-			n.APIKey(t, key, "POST", p, `{"target":"device:pos-1","data":`, nil)
-			n.APIKey(t, key, "GET", p, nil, nil)
+			n.APIWithKey(t, key, "POST", p, `{"target":"device:pos-1","data":`, nil)
+			n.APIWithKey(t, key, "GET", p, nil, nil)
 		}
 	}
 	if _, code, _ := n.TryDial(tok+"x", nil); code != 401 {
 		t.Errorf("tampered token: %d, want 401", code)
 	}
-	rawStatus(t, n, "GET /v1/devices/pos-1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+testAPIKey+"\r\nX-Pad: "+strings.Repeat("a", 64<<10)+"\r\n\r\n")
+	rawStatus(t, n, "GET /v1/devices/pos-1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+nodetest.APIKey+"\r\nX-Pad: "+strings.Repeat("a", 64<<10)+"\r\n\r\n")
 	rawStatus(t, n, "GET /v1/devices/pos-1 HTTP/1.1\r\nAuthorization: Bearer "+wrong+"\r\n\x00\r\n\r\n")
 	// Error paths that do log: the store is gone, requests get 503.
 	n.Store.Close()
-	n.APIKey(t, testAPIKey, "POST", "/v1/messages", map[string]any{"target": "device:pos-1", "data": 1}, nil)
-	n.APIKey(t, testAPIKey, "GET", "/v1/devices/pos-1", nil, nil)
+	n.APIWithKey(t, nodetest.APIKey, "POST", "/v1/messages", map[string]any{"target": "device:pos-1", "data": 1}, nil)
+	n.APIWithKey(t, nodetest.APIKey, "GET", "/v1/devices/pos-1", nil, nil)
 	n.TryDial(tok, nil)
 	n.TryDialPath("/v1/connect?token="+tok, nil) // the query is never logged either
 	b.Send(`{"type":"ping"}`)
@@ -515,7 +516,7 @@ func TestHostileAPIKeyNeverLogged(t *testing.T) {
 	if out == "" {
 		t.Fatal("nothing was logged: the test checks nothing")
 	}
-	for name, secret := range map[string]string{"API key": testAPIKey, "wrong key": wrong, "device token": tok, "token secret": testSecret} {
+	for name, secret := range map[string]string{"API key": nodetest.APIKey, "wrong key": wrong, "device token": tok, "token secret": nodetest.TokenSecret} {
 		if strings.Contains(out, secret) {
 			t.Errorf("the log holds the %s %q:\n%s", name, secret, out)
 		}
@@ -525,7 +526,7 @@ func TestHostileAPIKeyNeverLogged(t *testing.T) {
 
 // checkInvalid calls the API and expects 400 with code "invalid" and a
 // message.
-func checkInvalid(t *testing.T, n *Node, method, path string, body any) {
+func checkInvalid(t *testing.T, n *nodetest.Node, method, path string, body any) {
 	t.Helper()
 	var e struct {
 		Error struct{ Code, Message string } `json:"error"`
@@ -538,7 +539,7 @@ func checkInvalid(t *testing.T, n *Node, method, path string, body any) {
 }
 
 // rawStatus sends req on a new connection and returns the response status.
-func rawStatus(t *testing.T, n *Node, req string) int {
+func rawStatus(t *testing.T, n *nodetest.Node, req string) int {
 	t.Helper()
 	c, err := net.Dial("tcp", n.Server.Addr())
 	if err != nil {
@@ -558,7 +559,7 @@ func rawStatus(t *testing.T, n *Node, req string) int {
 // hugeBody posts a body announced as 10 GB (or chunked without end),
 // streaming until the server answers, and returns the status and how many
 // body bytes the client managed to send.
-func hugeBody(t *testing.T, n *Node, path string, chunked bool, key string) (status int, sent int64) {
+func hugeBody(t *testing.T, n *nodetest.Node, path string, chunked bool, key string) (status int, sent int64) {
 	t.Helper()
 	c, err := net.Dial("tcp", n.Server.Addr())
 	if err != nil {

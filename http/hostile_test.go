@@ -31,6 +31,7 @@ import (
 
 	tetherhttp "github.com/tetherpush/tether/http"
 	"github.com/tetherpush/tether/hub"
+	"github.com/tetherpush/tether/internal/nodetest"
 )
 
 // TestHostileAbsurdFrameLength: a header announcing an absurd payload (the
@@ -39,7 +40,7 @@ import (
 func TestHostileAbsurdFrameLength(t *testing.T) {
 	for _, length := range []int64{1 << 62, 1<<63 - 1, 1 << 32, 64<<10 + 1} {
 		t.Run(fmt.Sprint(length), func(t *testing.T) {
-			attack(t, nil, func(t *testing.T, d *Device) {
+			attack(t, nil, func(t *testing.T, d *nodetest.Device) {
 				sendHeader(t, d, ws.Header{Fin: true, OpCode: ws.OpText, Masked: true, Mask: ws.NewMask(), Length: length})
 			}, 1009)
 		})
@@ -52,12 +53,12 @@ func TestHostileAbsurdFrameLength(t *testing.T) {
 // the bytes received, or 14 bytes of header buy 64 KiB of server memory.
 func TestHostileAnnouncedFramesCostNoMemory(t *testing.T) {
 	noLeaks(t)
-	n := MustOpenNode(t, "", func(h *hub.Config, _ *tetherhttp.Config) { h.Heartbeat = time.Minute })
+	n := mustOpenNode(t, func(h *hub.Config, _ *tetherhttp.Config) { h.Heartbeat = time.Minute })
 	b := bystander(t, n)
 	const conns = 200
-	var ds []*Device
+	var ds []*nodetest.Device
 	for i := 0; i < conns; i++ {
-		d := n.Dial(t, MustToken(t, fmt.Sprintf("announcer-%d", i)))
+		d := n.Dial(t, nodetest.MustToken(t, fmt.Sprintf("announcer-%d", i)))
 		d.MustNext("welcome")
 		ds = append(ds, d)
 	}
@@ -86,14 +87,14 @@ func TestHostileOversizeText(t *testing.T) {
 	edit := func(_ *hub.Config, c *tetherhttp.Config) { c.MaxMessageBytes = limit }
 	t.Run("at the limit", func(t *testing.T) {
 		noLeaks(t)
-		n := MustOpenNode(t, "", edit)
-		d := n.Dial(t, MustToken(t, "pos-1"))
+		n := mustOpenNode(t, edit)
+		d := n.Dial(t, nodetest.MustToken(t, "pos-1"))
 		d.MustNext("welcome")
 		d.Send(pingOfSize(limit))
 		d.MustNext("pong")
 	})
 	t.Run("one over", func(t *testing.T) {
-		attack(t, edit, func(t *testing.T, d *Device) { d.Send(pingOfSize(limit + 1)) }, 1009)
+		attack(t, edit, func(t *testing.T, d *nodetest.Device) { d.Send(pingOfSize(limit + 1)) }, 1009)
 	})
 }
 
@@ -104,13 +105,13 @@ func TestHostileFragmentedOversize(t *testing.T) {
 	const limit = 1024
 	edit := func(_ *hub.Config, c *tetherhttp.Config) { c.MaxMessageBytes = limit }
 	t.Run("two halves", func(t *testing.T) {
-		attack(t, edit, func(t *testing.T, d *Device) {
+		attack(t, edit, func(t *testing.T, d *nodetest.Device) {
 			sendFrame(t, d, ws.OpText, false, bytes.Repeat([]byte(" "), 600))
 			sendFrame(t, d, ws.OpContinuation, false, bytes.Repeat([]byte(" "), 600))
 		}, 1009)
 	})
 	t.Run("many small", func(t *testing.T) {
-		attack(t, edit, func(t *testing.T, d *Device) {
+		attack(t, edit, func(t *testing.T, d *nodetest.Device) {
 			sendFrame(t, d, ws.OpText, false, []byte(" "))
 			for i := 0; i < limit/64+1; i++ {
 				sendFrame(t, d, ws.OpContinuation, false, bytes.Repeat([]byte(" "), 64))
@@ -138,7 +139,7 @@ func TestHostilePayloadKinds(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			attack(t, nil, func(t *testing.T, d *Device) { sendFrame(t, d, c.op, true, []byte(c.data)) }, c.code)
+			attack(t, nil, func(t *testing.T, d *nodetest.Device) { sendFrame(t, d, c.op, true, []byte(c.data)) }, c.code)
 		})
 	}
 }
@@ -182,7 +183,7 @@ func TestHostileFrameFlood(t *testing.T) {
 					}
 				})
 			}
-			attack(t, nil, func(t *testing.T, d *Device) {
+			attack(t, nil, func(t *testing.T, d *nodetest.Device) {
 				var buf bytes.Buffer
 				for i := 0; i < burst; i++ {
 					op, fin, p := c.frame(i)
@@ -203,14 +204,14 @@ func TestHostileFrameFlood(t *testing.T) {
 // a few shared workers (max(2, GOMAXPROCS)).
 func TestHostilePingFloodWithoutReading(t *testing.T) {
 	noLeaks(t)
-	n := MustOpenNode(t, "", nil)
+	n := mustOpenNode(t, nil)
 	b := bystander(t, n)
 	const attackers = 4
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
-	var flooders []*Device
+	var flooders []*nodetest.Device
 	for i := 0; i < attackers; i++ {
-		d := dialTinyReceiveBuffer(t, n, MustToken(t, fmt.Sprintf("flooder-%d", i)))
+		d := dialTinyReceiveBuffer(t, n, nodetest.MustToken(t, fmt.Sprintf("flooder-%d", i)))
 		d.MustNext("welcome")
 		flooders = append(flooders, d)
 		var burst bytes.Buffer
@@ -263,7 +264,7 @@ func TestHostilePingFloodWithoutReading(t *testing.T) {
 // dialTinyReceiveBuffer connects a device whose socket has a receive buffer
 // of a few KiB from the start, so that a server writing to it without the
 // client reading blocks soon.
-func dialTinyReceiveBuffer(t *testing.T, n *Node, tok string) *Device {
+func dialTinyReceiveBuffer(t *testing.T, n *nodetest.Node, tok string) *nodetest.Device {
 	t.Helper()
 	nd := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
@@ -285,7 +286,7 @@ func dialTinyReceiveBuffer(t *testing.T, n *Node, tok string) *Device {
 	if br != nil {
 		r = io.MultiReader(br, c)
 	}
-	return &Device{tb: t, Conn: c, r: r}
+	return nodetest.NewDevice(t, c, r)
 }
 
 // TestHostileAckFlood: 1000 frames of 1000 unknown ids each (a million ids)
@@ -299,12 +300,12 @@ func TestHostileAckFlood(t *testing.T) {
 	if raceEnabled {
 		frames = 150 // the race detector makes decoding ten times slower
 	}
-	n := MustOpenNode(t, "", func(h *hub.Config, _ *tetherhttp.Config) {
+	n := mustOpenNode(t, func(h *hub.Config, _ *tetherhttp.Config) {
 		h.MaxFrameRate = 1 << 20 // this test is about ids, not the frame rate
 		h.Heartbeat = time.Minute
 	})
 	b := bystander(t, n)
-	d := n.Dial(t, MustToken(t, "pos-1"))
+	d := n.Dial(t, nodetest.MustToken(t, "pos-1"))
 	d.MustNext("welcome")
 	var real []string
 	for i := 0; i < 5; i++ {
@@ -327,7 +328,7 @@ func TestHostileAckFlood(t *testing.T) {
 	d.Send(`{"type":"ping"}`)
 	d.MustNext("pong")
 	for _, id := range real {
-		eventually(t, 10*time.Second, "real ack of "+id+" recorded", func() bool { return deliveryState(t, n, id) == "acked" })
+		nodetest.Eventually(t, 10*time.Second, "real ack of "+id+" recorded", func() bool { return n.DeliveryState(t, id, "") == "acked" })
 	}
 	if grown := int64(liveHeap()) - int64(heapBefore); grown > 16<<20 {
 		t.Errorf("live heap grew by %d MiB during an ack flood of %d unknown ids; want it bounded", grown>>20, frames*len(ids))
@@ -345,29 +346,29 @@ func TestHostileAckFlood(t *testing.T) {
 // until it acks it itself.
 func TestHostileUnknownAcksIgnored(t *testing.T) {
 	noLeaks(t)
-	n := MustOpenNode(t, "", nil)
+	n := mustOpenNode(t, nil)
 	b := bystander(t, n)
-	other := n.Dial(t, MustToken(t, "other"))
+	other := n.Dial(t, nodetest.MustToken(t, "other"))
 	other.MustNext("welcome")
 	theirs := n.Publish(t, "device:other", "not yours")
 	other.MustNext("message")
-	d := n.Dial(t, MustToken(t, "pos-1"))
+	d := n.Dial(t, nodetest.MustToken(t, "pos-1"))
 	d.MustNext("welcome")
 	mine := n.Publish(t, "device:pos-1", "yours")
 	d.MustNext("message")
 	d.Ack(theirs, "01ARZ3NDEKTSV4RRFFQ69G5FAV", "", strings.Repeat("x", 500), "../../etc/passwd")
 	d.Send(`{"type":"ping"}`)
 	d.MustNext("pong")
-	if st := deliveryState(t, n, theirs); st != "inflight" {
+	if st := n.DeliveryState(t, theirs, ""); st != "inflight" {
 		t.Errorf("another device's ack changed %s to %q, want inflight", theirs, st)
 	}
-	if st := deliveryState(t, n, mine); st != "inflight" {
+	if st := n.DeliveryState(t, mine, ""); st != "inflight" {
 		t.Errorf("unknown acks changed %s to %q, want inflight", mine, st)
 	}
 	d.Ack(mine)
-	eventually(t, 5*time.Second, "own ack", func() bool { return deliveryState(t, n, mine) == "acked" })
+	nodetest.Eventually(t, 5*time.Second, "own ack", func() bool { return n.DeliveryState(t, mine, "") == "acked" })
 	other.Ack(theirs)
-	eventually(t, 5*time.Second, "other's ack", func() bool { return deliveryState(t, n, theirs) == "acked" })
+	nodetest.Eventually(t, 5*time.Second, "other's ack", func() bool { return n.DeliveryState(t, theirs, "") == "acked" })
 	checkUnharmed(t, n, b)
 }
 
@@ -375,12 +376,12 @@ func TestHostileUnknownAcksIgnored(t *testing.T) {
 // device gets a delivery it does not ack, send misbehaves, and the server
 // must close with code and its socket. Then the bystander is unharmed and
 // the attacked device gets its delivery again on a new connection.
-func attack(t *testing.T, edit func(*hub.Config, *tetherhttp.Config), send func(*testing.T, *Device), code int) {
+func attack(t *testing.T, edit func(*hub.Config, *tetherhttp.Config), send func(*testing.T, *nodetest.Device), code int) {
 	t.Helper()
 	noLeaks(t)
-	n := MustOpenNode(t, "", edit)
+	n := mustOpenNode(t, edit)
 	b := bystander(t, n)
-	tok := MustToken(t, "attacker")
+	tok := nodetest.MustToken(t, "attacker")
 	d := n.Dial(t, tok)
 	d.MustNext("welcome")
 	pending := n.Publish(t, "device:attacker", "in flight during the attack")
@@ -390,27 +391,27 @@ func attack(t *testing.T, edit func(*hub.Config, *tetherhttp.Config), send func(
 	expectClose(t, d, code)
 	stop()
 	checkUnharmed(t, n, b)
-	eventually(t, 2*time.Second, "attacked session gone", func() bool { return n.Hub.Connections() == 1 })
+	nodetest.Eventually(t, 2*time.Second, "attacked session gone", func() bool { return n.Hub.Connections() == 1 })
 	again := n.Dial(t, tok)
 	again.MustNext("welcome")
 	if m := again.MustNext("message"); m.ID != pending || m.Attempt < 2 {
 		t.Fatalf("after reconnect got %+v, want %s again (nothing accepted is lost)", m, pending)
 	}
 	again.Ack(pending)
-	eventually(t, 5*time.Second, "delivery acked after the attack", func() bool { return deliveryState(t, n, pending) == "acked" })
+	nodetest.Eventually(t, 5*time.Second, "delivery acked after the attack", func() bool { return n.DeliveryState(t, pending, "") == "acked" })
 }
 
 // keepAlive answers b's heartbeat pings until stop is called, so that
 // tests with a short heartbeat keep their bystander; b must not be used
 // meanwhile.
-func keepAlive(t *testing.T, b *Device) (stop func()) {
+func keepAlive(t *testing.T, b *nodetest.Device) (stop func()) {
 	done := make(chan struct{})
 	quit := make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
 			_ = b.Conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-			f, err := ws.ReadFrame(b.r)
+			f, err := ws.ReadFrame(b.Reader())
 			select {
 			case <-quit:
 				return
@@ -446,16 +447,16 @@ func noLeaks(t *testing.T) {
 }
 
 // bystander connects a device that no attack targets.
-func bystander(t *testing.T, n *Node) *Device {
+func bystander(t *testing.T, n *nodetest.Node) *nodetest.Device {
 	t.Helper()
-	b := n.Dial(t, MustToken(t, "bystander"))
+	b := n.Dial(t, nodetest.MustToken(t, "bystander"))
 	b.MustNext("welcome")
 	return b
 }
 
 // checkUnharmed checks that b still gets a pong and a published message,
 // and that its ack is recorded.
-func checkUnharmed(t *testing.T, n *Node, b *Device) {
+func checkUnharmed(t *testing.T, n *nodetest.Node, b *nodetest.Device) {
 	t.Helper()
 	b.Send(`{"type":"ping"}`)
 	if f, err := b.Next(5 * time.Second); err != nil || f.Type != "pong" {
@@ -466,20 +467,7 @@ func checkUnharmed(t *testing.T, n *Node, b *Device) {
 		t.Fatalf("bystander: got %+v, %v, want message %s", f, err, id)
 	}
 	b.Ack(id)
-	eventually(t, 5*time.Second, "bystander ack", func() bool { return deliveryState(t, n, id) == "acked" })
-}
-
-// deliveryState returns the state of message id's first delivery.
-func deliveryState(t *testing.T, n *Node, id string) string {
-	t.Helper()
-	var st struct {
-		Deliveries []struct{ State string } `json:"deliveries"`
-	}
-	n.API(t, "GET", "/v1/messages/"+id, nil, &st)
-	if len(st.Deliveries) == 0 {
-		return ""
-	}
-	return st.Deliveries[0].State
+	nodetest.Eventually(t, 5*time.Second, "bystander ack", func() bool { return n.DeliveryState(t, id, "") == "acked" })
 }
 
 // pingOfSize returns an application ping frame of exactly size bytes.

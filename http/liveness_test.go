@@ -2,45 +2,13 @@ package http_test
 
 import (
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
 
-	"github.com/tetherpush/tether/bolt"
-	tetherhttp "github.com/tetherpush/tether/http"
-	"github.com/tetherpush/tether/hub"
+	"github.com/tetherpush/tether/internal/nodetest"
 )
-
-// openHungNode starts a node whose store calls wait for the whole store
-// timeout (10 s) while the returned frozenStore is frozen: a store that
-// hangs rather than fails.
-func openHungNode(t *testing.T) (*Node, *frozenStore) {
-	dir := t.TempDir()
-	st, err := bolt.Open(filepath.Join(dir, "tether.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fs := &frozenStore{}
-	fs.use(st)
-	hc := hub.Config{Node: "n1", Heartbeat: 5 * time.Second, AckTimeout: 5 * time.Second, StoreTimeout: 10 * time.Second, Workers: 4}
-	sc := tetherhttp.Config{Listen: "127.0.0.1:0", AdminListen: "-", TokenSecret: []byte(testSecret), APIKey: testAPIKey, IO: *ioMode}
-	h := hub.New(fs, hc)
-	if err := h.Open(); err != nil {
-		st.Close()
-		t.Fatal(err)
-	}
-	srv := tetherhttp.NewServer(h, sc)
-	if err := srv.Open(); err != nil {
-		h.Close()
-		st.Close()
-		t.Fatal(err)
-	}
-	n := &Node{Hub: h, Server: srv, Store: st, URL: "http://" + srv.Addr(), WSURL: "ws://" + srv.Addr(), Dir: dir}
-	t.Cleanup(func() { fs.unfreeze(); n.Close() })
-	return n, fs
-}
 
 // TestLivenessWhileStoreHangs: with the store hanging, pongs (application
 // and WebSocket) still answer at once, acks are taken without waiting, a
@@ -49,16 +17,18 @@ func openHungNode(t *testing.T) (*Node, *frozenStore) {
 // on the liveness path waits behind a store call). Once the store answers
 // again, the acks taken meanwhile are stored and nothing is redelivered.
 func TestLivenessWhileStoreHangs(t *testing.T) {
-	n, fs := openHungNode(t)
-	d := n.Dial(t, MustToken(t, "d0"))
+	// The store's calls wait for the whole store timeout while frozen: a
+	// store that hangs rather than fails.
+	n, fs := openFrozenNode(t, 10*time.Second)
+	d := n.Dial(t, nodetest.MustToken(t, "d0"))
 	d.MustNext("welcome")
-	other := n.Dial(t, MustToken(t, "d1"))
+	other := n.Dial(t, nodetest.MustToken(t, "d1"))
 	other.MustNext("welcome")
 	ids := []string{n.Publish(t, "device:d0", 1), n.Publish(t, "device:d0", 2)}
 	d.MustNext("message")
 	d.MustNext("message")
 
-	fs.freeze(false)
+	fs.Freeze(false)
 	d.Ack(ids...) // the commit of these acks hangs
 	for i := 0; i < 5; i++ {
 		start := time.Now()
@@ -70,7 +40,7 @@ func TestLivenessWhileStoreHangs(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	eventually(t, 3*time.Second, "readyz 503", func() bool {
+	nodetest.Eventually(t, 3*time.Second, "readyz 503", func() bool {
 		resp, err := http.Get(n.URL + "/readyz")
 		if err != nil {
 			return false
@@ -93,9 +63,9 @@ func TestLivenessWhileStoreHangs(t *testing.T) {
 		t.Errorf("close answered after %v while the store hangs, want within 1 s", took)
 	}
 
-	fs.unfreeze()
+	fs.Unfreeze()
 	for _, id := range ids {
-		eventually(t, 5*time.Second, "the acks taken during the hang stored", func() bool { return firstState(t, n, id) == "acked" })
+		nodetest.Eventually(t, 5*time.Second, "the acks taken during the hang stored", func() bool { return firstState(t, n, id) == "acked" })
 	}
 	d.Send(`{"type":"ping"}`)
 	if f := d.MustNext("pong"); f.Type != "pong" {

@@ -9,6 +9,7 @@ import (
 
 	tetherhttp "github.com/tetherpush/tether/http"
 	"github.com/tetherpush/tether/hub"
+	"github.com/tetherpush/tether/internal/nodetest"
 )
 
 // TestConcurrentPublishersLoseNothing publishes from several goroutines at
@@ -17,7 +18,7 @@ import (
 // device must receive every message addressed to it, and the first
 // deliveries of each sequential publisher must arrive in publish order.
 func TestConcurrentPublishersLoseNothing(t *testing.T) {
-	n := MustOpenNode(t, "", func(h *hub.Config, _ *tetherhttp.Config) { h.MaxInflight = 8 })
+	n := mustOpenNode(t, func(h *hub.Config, _ *tetherhttp.Config) { h.MaxInflight = 8 })
 	const devices, publishers, perPublisher = 4, 4, 60
 	type got struct {
 		ids   map[string]int // id → times received
@@ -26,12 +27,12 @@ func TestConcurrentPublishersLoseNothing(t *testing.T) {
 	results := make([]got, devices)
 	var wg sync.WaitGroup
 	for i := 0; i < devices; i++ {
-		d := n.Dial(t, MustToken(t, fmt.Sprintf("pos-%d", i), "shop"))
+		d := n.Dial(t, nodetest.MustToken(t, fmt.Sprintf("pos-%d", i), "shop"))
 		d.MustNext("welcome")
 		results[i] = got{ids: map[string]int{}, order: map[string][]int{}}
 		want := publishers*perPublisher + perPublisher // group messages + its own
 		wg.Add(1)
-		go func(i int, d *Device) {
+		go func(i int, d *nodetest.Device) {
 			defer wg.Done()
 			for len(results[i].ids) < want {
 				f, err := d.Next(10 * time.Second)

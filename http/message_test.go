@@ -7,11 +7,12 @@ import (
 
 	tetherhttp "github.com/tetherpush/tether/http"
 	"github.com/tetherpush/tether/hub"
+	"github.com/tetherpush/tether/internal/nodetest"
 )
 
 func TestGroupMembershipFromTokenAndAPI(t *testing.T) {
-	n := MustOpenNode(t, "", nil)
-	a := n.Dial(t, MustToken(t, "pos-a", "shop-1"))
+	n := mustOpenNode(t, nil)
+	a := n.Dial(t, nodetest.MustToken(t, "pos-a", "shop-1"))
 	a.MustNext("welcome")
 	if code := n.API(t, "PUT", "/v1/groups/shop-1/devices/pos-b", nil, nil); code != 204 {
 		t.Fatalf("PUT member: %d", code)
@@ -26,7 +27,7 @@ func TestGroupMembershipFromTokenAndAPI(t *testing.T) {
 	if m := a.MustNext("message"); m.ID != pub.ID || m.Target != "group:shop-1" {
 		t.Fatalf("pos-a got %+v", m)
 	}
-	b := n.Dial(t, MustToken(t, "pos-b"))
+	b := n.Dial(t, nodetest.MustToken(t, "pos-b"))
 	b.MustNext("welcome")
 	if m := b.MustNext("message"); m.ID != pub.ID {
 		t.Fatalf("pos-b (offline at publish) got %+v", m)
@@ -63,7 +64,7 @@ func TestGroupMembershipFromTokenAndAPI(t *testing.T) {
 }
 
 func TestIdempotentPublishAndBatch(t *testing.T) {
-	n := MustOpenNode(t, "", nil)
+	n := mustOpenNode(t, nil)
 	body := map[string]any{"target": "device:pos-1", "data": "x", "id": "order-1"}
 	var first, again struct {
 		ID        string `json:"id"`
@@ -103,14 +104,14 @@ func TestIdempotentPublishAndBatch(t *testing.T) {
 }
 
 func TestAPIErrors(t *testing.T) {
-	n := MustOpenNode(t, "", func(_ *hub.Config, c *tetherhttp.Config) { c.MaxMessageBytes = 100 })
+	n := mustOpenNode(t, func(_ *hub.Config, c *tetherhttp.Config) { c.MaxMessageBytes = 100 })
 	var e struct {
 		Error struct{ Code, Message string } `json:"error"`
 	}
-	if code := n.APIKey(t, "", "POST", "/v1/messages", map[string]any{"target": "device:a", "data": 1}, &e); code != 401 || e.Error.Code != "unauthorized" {
+	if code := n.APIWithKey(t, "", "POST", "/v1/messages", map[string]any{"target": "device:a", "data": 1}, &e); code != 401 || e.Error.Code != "unauthorized" {
 		t.Fatalf("no key: %d %+v", code, e)
 	}
-	if code := n.APIKey(t, "wrong", "GET", "/v1/devices/a", nil, &e); code != 401 {
+	if code := n.APIWithKey(t, "wrong", "GET", "/v1/devices/a", nil, &e); code != 401 {
 		t.Fatalf("wrong key: %d", code)
 	}
 	cases := []struct {
@@ -145,12 +146,12 @@ func TestAPIErrors(t *testing.T) {
 }
 
 func TestExpiryAndDeadDeliveries(t *testing.T) {
-	n := MustOpenNode(t, "", func(h *hub.Config, _ *tetherhttp.Config) {
+	n := mustOpenNode(t, func(h *hub.Config, _ *tetherhttp.Config) {
 		h.AckTimeout = 100 * time.Millisecond
 		h.MaxAttempts = 2
 		h.SweepInterval = 50 * time.Millisecond
 	})
-	d := n.Dial(t, MustToken(t, "pos-1"))
+	d := n.Dial(t, nodetest.MustToken(t, "pos-1"))
 	d.MustNext("welcome")
 	id := n.Publish(t, "device:pos-1", "never acked")
 	d.MustNext("message")
@@ -170,12 +171,12 @@ func TestExpiryAndDeadDeliveries(t *testing.T) {
 		}
 		return st.Deliveries[0].State
 	}
-	eventually(t, 2*time.Second, "dead", func() bool { return state(id) == "dead" })
+	nodetest.Eventually(t, 2*time.Second, "dead", func() bool { return state(id) == "dead" })
 
 	var out struct{ ID string }
 	n.API(t, "POST", "/v1/messages", map[string]any{"target": "device:offline", "data": 1, "ttl_s": 0.2}, &out)
-	eventually(t, 3*time.Second, "expired", func() bool { return state(out.ID) == "expired" })
-	o := n.Dial(t, MustToken(t, "offline"))
+	nodetest.Eventually(t, 3*time.Second, "expired", func() bool { return state(out.ID) == "expired" })
+	o := n.Dial(t, nodetest.MustToken(t, "offline"))
 	o.MustNext("welcome")
 	if f, err := o.Next(300 * time.Millisecond); err == nil {
 		t.Fatalf("expired message delivered: %+v", f)

@@ -33,7 +33,7 @@ func (m *model) publish(keyed bool) {
 // store outage (see refusedPublish).
 func (m *model) publishReq(req map[string]any) {
 	var out publishOut
-	fails, start := m.fs.failures.Load(), time.Now()
+	fails, start := m.fs.Failures(), time.Now()
 	code, hdr := m.call("POST", "/v1/messages", req, &out)
 	if code == http.StatusServiceUnavailable {
 		m.refusedPublish("publish", []map[string]any{req}, hdr, fails, time.Since(start))
@@ -53,7 +53,7 @@ func (m *model) batch() {
 		reqs[i] = m.drawRequest(rapid.Bool().Draw(m.t, "keyed"))
 	}
 	var out struct{ Results []publishOut }
-	fails, start := m.fs.failures.Load(), time.Now()
+	fails, start := m.fs.Failures(), time.Now()
 	code, hdr := m.call("POST", "/v1/messages/batch", map[string]any{"messages": reqs}, &out)
 	if code == http.StatusServiceUnavailable {
 		m.refusedPublish(fmt.Sprintf("batch of %d", n), reqs, hdr, fails, time.Since(start))
@@ -298,7 +298,7 @@ func (m *model) checkOutageAcks() {
 // the server processed every frame sent before, so ids was read on c (and
 // is committed unless the node crashes first).
 func (m *model) barrier(c *mconn, ids []string) {
-	outage, fails := m.outage(), m.fs.failures.Load()
+	outage, fails := m.outage(), m.fs.Failures()
 	before := c.pongs
 	m.send(c, map[string]any{"type": "ping"})
 	deadline := time.Now().Add(mWait)

@@ -12,6 +12,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"pgregory.net/rapid"
+
+	"github.com/tetherpush/tether/internal/nodetest"
 )
 
 // ---- connections
@@ -28,7 +30,7 @@ type mconn struct {
 
 	wmu        sync.Mutex
 	mu         sync.Mutex // guards following
-	fs         []Frame
+	fs         []nodetest.Frame
 	code       int      // close code received; 0: none
 	afterClose []string // frames after the close frame
 	err        error    // read error that ended the reader
@@ -68,7 +70,7 @@ func (c *mconn) read() {
 		case ws.OpPong:
 		case ws.OpClose:
 			c.mu.Lock()
-			c.code = closeCode(f.Payload)
+			c.code = nodetest.CloseCode(f.Payload)
 			echo := !c.sent
 			c.mu.Unlock()
 			if echo {
@@ -78,9 +80,9 @@ func (c *mconn) read() {
 			c.signal()
 			return
 		default:
-			var fr Frame
+			var fr nodetest.Frame
 			if err := json.Unmarshal(f.Payload, &fr); err != nil || f.Header.OpCode != ws.OpText {
-				fr = Frame{Type: "!invalid", Message: fmt.Sprintf("opcode %v payload %q", f.Header.OpCode, f.Payload)}
+				fr = nodetest.Frame{Type: "!invalid", Message: fmt.Sprintf("opcode %v payload %q", f.Header.OpCode, f.Payload)}
 			}
 			c.mu.Lock()
 			c.fs = append(c.fs, fr)
@@ -148,9 +150,9 @@ func (m *model) send(c *mconn, v any) {
 func (m *model) connect(d *mdev, groups []string) {
 	old := d.conn
 	m.t.Logf("connect %s groups %v (takeover: %v)", d.name, groups, old != nil)
-	fails := m.fs.failures.Load()
+	fails := m.fs.Failures()
 	dev, status, _, err := m.dial(d.name, groups)
-	for deadline := time.Now().Add(mWait); err != nil && status == 503 && (m.fs.failures.Load() > fails || m.outage()) && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(mWait); err != nil && status == 503 && (m.fs.Failures() > fails || m.outage()) && time.Now().Before(deadline); {
 		m.t.Logf("connect %s: 503 after a store call failed, retry", d.name)
 		time.Sleep(100 * time.Millisecond)
 		dev, status, _, err = m.dial(d.name, groups)
@@ -159,7 +161,7 @@ func (m *model) connect(d *mdev, groups []string) {
 		m.t.Fatalf("dial %s: status %d: %v", d.name, status, err)
 	}
 	c := &mconn{
-		id: len(m.conns), dev: d, epoch: m.tick(), c: dev.Conn, r: dev.r,
+		id: len(m.conns), dev: d, epoch: m.tick(), c: dev.Conn, r: dev.Reader(),
 		arrived: make(chan struct{}, 1), done: make(chan struct{}),
 		outstanding: map[string]bool{}, ackedHere: map[string]bool{},
 		lastAttempt: map[string]int{}, recvAt: map[string]time.Time{},
@@ -228,7 +230,7 @@ func (m *model) disconnectConn(c *mconn, how string) {
 		c.mu.Lock()
 		c.sent = true
 		c.mu.Unlock()
-		outage, fails := m.outage(), m.fs.failures.Load()
+		outage, fails := m.outage(), m.fs.Failures()
 		if err := c.write(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))); err != nil {
 			m.t.Fatalf("%s: write close: %v", d.name, err)
 		}
@@ -292,7 +294,7 @@ func (m *model) pumpConn(c *mconn, untilPong bool) bool {
 	}
 }
 
-func (m *model) checkFrame(c *mconn, idx int, f Frame) {
+func (m *model) checkFrame(c *mconn, idx int, f nodetest.Frame) {
 	d := c.dev
 	if idx == 0 {
 		if f.Type != "welcome" || f.Device != d.name {
@@ -324,7 +326,7 @@ func (m *model) checkFrame(c *mconn, idx int, f Frame) {
 //   - first deliveries (attempt 1) of one target arrive in publish order;
 //   - at most --max-inflight deliveries the client has not acked are
 //     outstanding on a connection.
-func (m *model) checkMessage(c *mconn, idx int, f Frame) {
+func (m *model) checkMessage(c *mconn, idx int, f nodetest.Frame) {
 	d := c.dev
 	m.st.frames.Add(1)
 	del := d.ds[f.ID]

@@ -1,27 +1,20 @@
 package http_test
 
 // The store freeze of TestModelDelivery: the hub's store is the bolt store
-// behind frozenStore, which the freeze action stops for a while, and the
-// model's view of what a failed publish may have left behind.
+// behind a nodetest.Freezer, which the freeze action stops for a while, and
+// the model's view of what a failed publish may have left behind.
 
 import (
-	"bufio"
-	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/gobwas/ws"
 	"pgregory.net/rapid"
 
-	"github.com/tetherpush/tether"
+	"github.com/tetherpush/tether/internal/nodetest"
 	"github.com/tetherpush/tether/token"
 )
 
@@ -35,176 +28,19 @@ const mStoreTimeout = 200 * time.Millisecond
 // second), plus a margin for the scheduler.
 const mRetryBackoff = time.Second + 300*time.Millisecond
 
-// frozenStore delegates every call to the store behind it, except while
-// frozen. Then each call (Close aside) waits until the thaw or until its ctx
-// ends, and then answers ctx's error wrapped in tether.ErrUnavailable, as
-// the Store contract wants of a backend that does not answer in time. A
-// freeze comes in two kinds:
-//   - a stall holds the call before it reaches the store (a Redis pool
-//     wait, a bbolt lock): a call that failed did nothing;
-//   - a lost answer lets the store do the work and holds its answer (a
-//     Redis reply that comes after the deadline, a bbolt commit the caller
-//     stopped waiting for): a call that failed may have taken effect.
-type frozenStore struct {
-	held      atomic.Int64 // calls a freeze held
-	failures  atomic.Int64 // calls that answered unavailable, frozen or not
-	unplanned atomic.Int64 // of which not held by a freeze (a slow disk)
-	lastFail  atomic.Int64 // unix nanoseconds of the last of them
-
-	mu   sync.Mutex // guards following
-	s    tether.Store
-	thaw chan struct{} // closed by unfreeze; nil while not frozen
-	lose bool
-}
-
-var _ tether.Store = (*frozenStore)(nil)
-
-// use puts st behind f (a node restarted on a new store).
-func (f *frozenStore) use(st tether.Store) {
-	f.mu.Lock()
-	f.s = st
-	f.mu.Unlock()
-}
-
-// freeze stops the store; lose says whether the calls it holds do their
-// work first.
-func (f *frozenStore) freeze(lose bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.thaw == nil {
-		f.thaw = make(chan struct{})
-	}
-	f.lose = lose
-}
-
-// unfreeze releases the calls held and lets new ones through. Idempotent.
-func (f *frozenStore) unfreeze() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.thaw != nil {
-		close(f.thaw)
-		f.thaw = nil
-	}
-}
-
-// hold runs call on f's store, holding it while f is frozen, and counts
-// the calls that fail for want of an answer (not those cancelled: the
-// hub closing, a client gone).
-func hold[T any](f *frozenStore, ctx context.Context, op string, call func(tether.Store) (T, error)) (T, error) {
-	v, held, err := f.run(ctx, op, func(s tether.Store) (any, error) { return call(s) })
-	if err != nil && !errors.Is(err, context.Canceled) &&
-		(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, tether.ErrUnavailable)) {
-		f.lastFail.Store(time.Now().UnixNano())
-		f.failures.Add(1)
-		if !held {
-			f.unplanned.Add(1)
-		}
-	}
-	t, _ := v.(T)
-	return t, err
-}
-
-// run runs call, first holding it while f is frozen; held says whether it
-// was.
-func (f *frozenStore) run(ctx context.Context, op string, call func(tether.Store) (any, error)) (v any, held bool, err error) {
-	f.mu.Lock()
-	s, thaw, lose := f.s, f.thaw, f.lose
-	f.mu.Unlock()
-	if thaw == nil {
-		v, err = call(s)
-		return v, false, err
-	}
-	f.held.Add(1)
-	if lose {
-		v, err = call(s)
-	}
-	select {
-	case <-thaw:
-	case <-ctx.Done():
-		return nil, true, fmt.Errorf("frozen store %s: %w: %w", op, tether.ErrUnavailable, ctx.Err())
-	}
-	if !lose {
-		v, err = call(s)
-	}
-	return v, true, err
-}
-
-func (f *frozenStore) Publish(ctx context.Context, msgs []*tether.Message) ([]tether.PublishResult, error) {
-	return hold(f, ctx, "publish", func(s tether.Store) ([]tether.PublishResult, error) { return s.Publish(ctx, msgs) })
-}
-
-func (f *frozenStore) Join(ctx context.Context, device string, groups []string) error {
-	_, err := hold(f, ctx, "join", func(s tether.Store) (any, error) { return nil, s.Join(ctx, device, groups) })
-	return err
-}
-
-func (f *frozenStore) Leave(ctx context.Context, group, device string) error {
-	_, err := hold(f, ctx, "leave", func(s tether.Store) (any, error) { return nil, s.Leave(ctx, group, device) })
-	return err
-}
-
-func (f *frozenStore) Cursors(ctx context.Context, devices []string) ([][]tether.Cursor, error) {
-	return hold(f, ctx, "cursors", func(s tether.Store) ([][]tether.Cursor, error) { return s.Cursors(ctx, devices) })
-}
-
-func (f *frozenStore) Read(ctx context.Context, reqs []tether.ReadRequest) ([][]tether.Entry, error) {
-	return hold(f, ctx, "read", func(s tether.Store) ([][]tether.Entry, error) { return s.Read(ctx, reqs) })
-}
-
-func (f *frozenStore) Commit(ctx context.Context, changes []tether.Change) ([]tether.Committed, error) {
-	return hold(f, ctx, "commit", func(s tether.Store) ([]tether.Committed, error) { return s.Commit(ctx, changes) })
-}
-
-func (f *frozenStore) Expire(ctx context.Context, now, purgeBefore time.Time, limit int) (int, bool, error) {
-	type result struct {
-		n    int
-		more bool
-	}
-	r, err := hold(f, ctx, "expire", func(s tether.Store) (result, error) {
-		n, more, err := s.Expire(ctx, now, purgeBefore, limit)
-		return result{n, more}, err
-	})
-	return r.n, r.more, err
-}
-
-func (f *frozenStore) Message(ctx context.Context, id string) (tether.MessageStatus, error) {
-	return hold(f, ctx, "message", func(s tether.Store) (tether.MessageStatus, error) { return s.Message(ctx, id) })
-}
-
-func (f *frozenStore) Device(ctx context.Context, id string) (tether.DeviceInfo, error) {
-	return hold(f, ctx, "device", func(s tether.Store) (tether.DeviceInfo, error) { return s.Device(ctx, id) })
-}
-
-func (f *frozenStore) Group(ctx context.Context, id string) (tether.GroupInfo, error) {
-	return hold(f, ctx, "group", func(s tether.Store) (tether.GroupInfo, error) { return s.Group(ctx, id) })
-}
-
-func (f *frozenStore) Ping(ctx context.Context) error {
-	_, err := hold(f, ctx, "ping", func(s tether.Store) (any, error) { return nil, s.Ping(ctx) })
-	return err
-}
-
-// Close closes the store behind f at once, frozen or not.
-func (f *frozenStore) Close() error {
-	f.mu.Lock()
-	s := f.s
-	f.mu.Unlock()
-	return s.Close()
-}
-
 // outage reports whether a session may hold acks it could not store: the
 // store is frozen, or a call failed less than a session's retry backoff
 // ago. Until then the server may answer a ping before it stored the acks
 // read before it (a session backing off writes its control frames without
 // touching the store).
 func (m *model) outage() bool {
-	return m.frozen || time.Since(time.Unix(0, m.fs.lastFail.Load())) < mRetryBackoff
+	return m.frozen || time.Since(m.fs.LastFailure()) < mRetryBackoff
 }
 
 // settled returns when the sessions' retries after the last failed store
 // call are due, so that what they hold has been stored or sent again.
 func (m *model) settled() time.Time {
-	return time.Unix(0, m.fs.lastFail.Load()).Add(mRetryBackoff)
+	return m.fs.LastFailure().Add(mRetryBackoff)
 }
 
 // freeze freezes the store (stalled or with its answers lost), runs a few
@@ -219,7 +55,7 @@ func (m *model) freeze() {
 	n := rapid.IntRange(0, 3).Draw(m.t, "frozen actions")
 	m.t.Logf("freeze the store (answers lost: %v)", lose)
 	m.st.freezes.Add(1)
-	m.fs.freeze(lose)
+	m.fs.Freeze(lose)
 	m.frozen = true
 	m.freezes++
 	start := time.Now()
@@ -244,7 +80,7 @@ func (m *model) freeze() {
 		}
 		m.pump()
 	}
-	m.fs.unfreeze()
+	m.fs.Unfreeze()
 	m.frozen = false
 	m.st.frozenNS.Add(int64(time.Since(start)))
 	m.t.Logf("thaw")
@@ -299,33 +135,19 @@ func (m *model) connectRefused(d *mdev) {
 
 // dial opens a WebSocket connection of device with a token naming groups;
 // a refused upgrade returns its status and headers.
-func (m *model) dial(device string, groups []string) (*Device, int, http.Header, error) {
-	tok, err := token.Sign([]byte(testSecret), token.Claims{Device: device, Groups: groups, ExpiresAt: time.Now().Add(time.Hour)})
+func (m *model) dial(device string, groups []string) (*nodetest.Device, int, http.Header, error) {
+	tok, err := token.Sign([]byte(nodetest.TokenSecret), token.Claims{Device: device, Groups: groups, ExpiresAt: time.Now().Add(time.Hour)})
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	status := 0
-	var hdr http.Header
-	dialer := ws.Dialer{
-		Header:    ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + tok}}),
-		Protocols: []string{"tether.v1"},
-		Timeout:   mWait,
-		OnStatusError: func(st int, _ []byte, resp io.Reader) {
-			status = st
-			if r, err := http.ReadResponse(bufio.NewReader(resp), nil); err == nil {
-				hdr = r.Header
-			}
-		},
+	dev, err := nodetest.Dial(m.node.WSURL+"/v1/connect", tok, nil, mWait)
+	if de, ok := err.(*nodetest.DialError); ok {
+		return nil, de.Status, de.Header, err
 	}
-	c, br, _, err := dialer.Dial(context.Background(), m.node.WSURL+"/v1/connect")
 	if err != nil {
-		return nil, status, hdr, err
+		return nil, 0, nil, err
 	}
-	var r io.Reader = c
-	if br != nil { // the welcome may have arrived with the handshake
-		r = io.MultiReader(br, c)
-	}
-	return &Device{Conn: c, r: r}, 101, nil, nil
+	return dev, http.StatusSwitchingProtocols, nil, nil
 }
 
 // checkRefusal checks an answer to a request the store could not serve:
@@ -363,7 +185,7 @@ type mlimbo struct {
 // meanwhile (a slow disk) or shortly before: the node refuses at once while
 // its health check still finds the store down.
 func (m *model) refusedPublish(what string, reqs []map[string]any, hdr http.Header, fails int64, took time.Duration) {
-	if !m.frozen && !m.outage() && m.fs.failures.Load() == fails {
+	if !m.frozen && !m.outage() && m.fs.Failures() == fails {
 		m.t.Fatalf("%s: 503 while the store answered every call", what)
 	}
 	m.checkRefusal(what, http.StatusServiceUnavailable, hdr, took)
@@ -434,7 +256,7 @@ func (m *model) adopt(l *mlimbo, id, how string) *mmsg {
 }
 
 // adoptArrival finds the message in limbo that f, received by d, is.
-func (m *model) adoptArrival(d *mdev, f Frame) *mdel {
+func (m *model) adoptArrival(d *mdev, f nodetest.Frame) *mdel {
 	for _, l := range m.limbo {
 		if l.target == f.Target && l.data == string(f.Data) && l.recipients[d.name] {
 			m.adopt(l, f.ID, "it reached "+d.name)

@@ -56,15 +56,12 @@ package http_test
 //	go test -race ./http -run TestModelDelivery -rapid.checks=300 [-model.steps=60] [-model.strict] [-args -io=goroutine]
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"sync/atomic"
@@ -73,9 +70,9 @@ import (
 
 	"pgregory.net/rapid"
 
-	"github.com/tetherpush/tether/bolt"
 	tetherhttp "github.com/tetherpush/tether/http"
 	"github.com/tetherpush/tether/hub"
+	"github.com/tetherpush/tether/internal/nodetest"
 )
 
 var (
@@ -158,15 +155,14 @@ func (s *modelStats) String() string {
 // model is one check: the node, the devices' connections and what the
 // model knows of every message.
 type model struct {
-	t      *rapid.T
-	st     *modelStats
-	check  int // 1 for the first
-	dir    string
-	node   *Node
-	client *http.Client
-	epoch  int // orders dials, acks processed and stored
-	seq    int // publish order
-	data   int // unique data per publish request
+	t     *rapid.T
+	st    *modelStats
+	check int // 1 for the first
+	dir   string
+	node  *nodetest.Node
+	epoch int // orders dials, acks processed and stored
+	seq   int // publish order
+	data  int // unique data per publish request
 
 	devices map[string]*mdev
 	members map[string]map[string]bool // group → devices
@@ -175,7 +171,7 @@ type model struct {
 	idem    map[string]*mmsg // target + " " + client id
 	conns   []*mconn         // every connection, in dial order
 
-	fs      *frozenStore // the hub's store
+	fs      *nodetest.Freezer // the hub's store
 	frozen  bool
 	freezes int       // freezes so far
 	limbo   []*mlimbo // publishes refused with 503, not known stored or not
@@ -237,12 +233,11 @@ func newModel(t *rapid.T, st *modelStats) *model {
 	}
 	m := &model{
 		t: t, st: st, dir: dir,
-		client:  &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}},
 		devices: map[string]*mdev{},
 		members: map[string]map[string]bool{},
 		byID:    map[string]*mmsg{},
 		idem:    map[string]*mmsg{},
-		fs:      &frozenStore{},
+		fs:      &nodetest.Freezer{},
 	}
 	for _, d := range mDevices {
 		m.devices[d] = &mdev{name: d, ds: map[string]*mdel{}, lastFirst: map[string]int{}}
@@ -262,9 +257,9 @@ func (m *model) close() {
 	if m.t.Failed() {
 		m.st.firstFailure.CompareAndSwap(0, int64(m.check))
 	}
-	m.fs.unfreeze()
-	m.st.held.Add(m.fs.held.Load())
-	m.st.unplanned.Add(m.fs.unplanned.Load())
+	m.fs.Unfreeze()
+	m.st.held.Add(m.fs.Held())
+	m.st.unplanned.Add(m.fs.Unplanned())
 	for _, c := range m.conns {
 		c.c.Close()
 	}
@@ -274,38 +269,22 @@ func (m *model) close() {
 	if m.node != nil {
 		m.node.Close()
 	}
-	m.client.CloseIdleConnections()
 	os.RemoveAll(m.dir)
 }
 
 func (m *model) tick() int { m.epoch++; return m.epoch }
 
-// open starts a node on the check's data directory, like MustOpenNode with
-// short timers and its store behind m.fs, and without the testing.TB it
-// needs.
+// open starts a node on the check's data directory with short timers and
+// its store behind m.fs.
 func (m *model) open() {
-	st, err := bolt.Open(filepath.Join(m.dir, "tether.db"), bolt.Options{})
+	n, err := nodetest.Open(nodetest.Options{Dir: m.dir, Wrap: m.fs.Wrap, IO: *ioMode, Edit: func(h *hub.Config, c *tetherhttp.Config) {
+		h.Heartbeat, h.AckTimeout, h.MaxInflight, h.StoreTimeout = mHeartbeat, mAckTimeout, mMaxInflight, mStoreTimeout
+		c.AdminListen = "-"
+	}})
 	if err != nil {
-		m.t.Fatalf("open store: %v", err)
+		m.t.Fatalf("open node: %v", err)
 	}
-	m.fs.use(st)
-	hc := hub.Config{
-		Node: "n1", Heartbeat: mHeartbeat, AckTimeout: mAckTimeout, MaxInflight: mMaxInflight,
-		StoreTimeout: mStoreTimeout, Workers: 4,
-	}
-	sc := tetherhttp.Config{Listen: "127.0.0.1:0", AdminListen: "-", TokenSecret: []byte(testSecret), APIKey: testAPIKey, IO: *ioMode}
-	h := hub.New(m.fs, hc)
-	if err := h.Open(); err != nil {
-		st.Close()
-		m.t.Fatalf("open hub: %v", err)
-	}
-	srv := tetherhttp.NewServer(h, sc)
-	if err := srv.Open(); err != nil {
-		h.Close()
-		st.Close()
-		m.t.Fatalf("open server: %v", err)
-	}
-	m.node = &Node{Hub: h, Server: srv, Store: st, URL: "http://" + srv.Addr(), WSURL: "ws://" + srv.Addr(), Dir: m.dir}
+	m.node = n
 }
 
 // step draws and runs one action. Cheap actions come first: rapid shrinks
@@ -421,13 +400,13 @@ func (m *model) restart(graceful bool) {
 	m.st.restarts.Add(1)
 	n := m.node
 	var err error
-	fails := m.fs.failures.Load()
+	fails := m.fs.Failures()
 	if graceful {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		err = n.Hub.Shutdown(ctx)
 		cancel()
 	}
-	calm := m.fs.failures.Load() == fails
+	calm := m.fs.Failures() == fails
 	n.Close()
 	m.node = nil
 	for _, name := range mDevices {
@@ -435,7 +414,6 @@ func (m *model) restart(graceful bool) {
 			m.expectEnd(c, 1001, "the node stopped")
 		}
 	}
-	m.client.CloseIdleConnections()
 	flushed := graceful && err == nil && calm
 	if graceful && err != nil {
 		m.t.Logf("shutdown: %v", err)
@@ -543,9 +521,9 @@ func (m *model) finish() {
 func (m *model) api(method, path string, body, out any) int {
 	deadline := time.Now().Add(mWait)
 	for {
-		fails := m.fs.failures.Load()
+		fails := m.fs.Failures()
 		code, _ := m.call(method, path, body, out)
-		if code != http.StatusServiceUnavailable || m.frozen || m.fs.failures.Load() == fails || time.Now().After(deadline) {
+		if code != http.StatusServiceUnavailable || m.frozen || m.fs.Failures() == fails || time.Now().After(deadline) {
 			return code
 		}
 		m.t.Logf("%s %s: 503 after a store call failed, retry", method, path)
@@ -555,25 +533,16 @@ func (m *model) api(method, path string, body, out any) int {
 
 // call calls the node's HTTP API once and decodes the answer into out.
 func (m *model) call(method, path string, body, out any) (int, http.Header) {
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, m.node.URL+path, rd)
-	req.Header.Set("Authorization", "Bearer "+testAPIKey)
-	resp, err := m.client.Do(req)
+	a, err := m.node.Do(context.Background(), method, path, body)
 	if err != nil {
 		m.t.Fatalf("%s %s: %v", method, path, err)
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if out != nil && len(raw) > 0 {
-		if err := json.Unmarshal(raw, out); err != nil {
-			m.t.Fatalf("%s %s: status %d, decode %q: %v", method, path, resp.StatusCode, raw, err)
+	if out != nil && len(a.Body) > 0 {
+		if err := json.Unmarshal(a.Body, out); err != nil {
+			m.t.Fatalf("%s %s: status %d, decode %q: %v", method, path, a.Status, a.Body, err)
 		}
 	}
-	return resp.StatusCode, resp.Header
+	return a.Status, a.Header
 }
 
 func keys(set map[string]bool) []string {

@@ -1,18 +1,16 @@
 package http_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/tetherpush/tether"
-	"github.com/tetherpush/tether/bolt"
 	tetherhttp "github.com/tetherpush/tether/http"
 	"github.com/tetherpush/tether/hub"
+	"github.com/tetherpush/tether/internal/nodetest"
 )
 
 // slowStore makes every Publish take delay: a store that falls behind.
@@ -35,41 +33,33 @@ func (s *slowStore) Publish(ctx context.Context, msgs []*tether.Message) ([]teth
 // 503 overloaded and Retry-After (SPEC section 3 "Overload"), stays ready,
 // and accepts again once it has caught up; nothing it accepted is lost.
 func TestOverloadRefusesFast(t *testing.T) {
-	dir := t.TempDir()
-	st, err := bolt.Open(filepath.Join(dir, "tether.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := hub.New(&slowStore{Store: st, delay: 400 * time.Millisecond}, hub.Config{Node: "n1", MaxDeliveryLag: time.Second, Workers: 4})
-	if err := h.Open(); err != nil {
-		t.Fatal(err)
-	}
-	srv := tetherhttp.NewServer(h, tetherhttp.Config{Listen: "127.0.0.1:0", AdminListen: "-", TokenSecret: []byte(testSecret), APIKey: testAPIKey, IO: *ioMode})
-	if err := srv.Open(); err != nil {
-		t.Fatal(err)
-	}
-	n := &Node{Hub: h, Server: srv, Store: st, URL: "http://" + srv.Addr(), WSURL: "ws://" + srv.Addr(), Dir: dir}
-	t.Cleanup(n.Close)
-	d := n.Dial(t, MustToken(t, "pos-1"))
+	n := nodetest.MustOpen(t, nodetest.Options{IO: *ioMode,
+		Wrap: func(st tether.Store) tether.Store { return &slowStore{Store: st, delay: 400 * time.Millisecond} },
+		Edit: func(h *hub.Config, c *tetherhttp.Config) {
+			h.Heartbeat, h.AckTimeout = 0, 0 // the defaults
+			h.MaxDeliveryLag = time.Second
+			c.AdminListen = "-"
+		}})
+	d := n.Dial(t, nodetest.MustToken(t, "pos-1"))
 	d.MustNext("welcome")
 
 	accepted := []string{n.Publish(t, "device:pos-1", 1)} // 400 ms: past a quarter of the bound
-	var refusal *http.Response
-	eventually(t, 3*time.Second, "a publish refused as overloaded", func() bool {
+	var refusal nodetest.Answer
+	nodetest.Eventually(t, 3*time.Second, "a publish refused as overloaded", func() bool {
 		start := time.Now()
-		resp, body := n.post(t, "/v1/messages", map[string]any{"target": "device:pos-1", "data": 2})
+		a, body := post(t, n, "/v1/messages", map[string]any{"target": "device:pos-1", "data": 2})
 		took := time.Since(start)
-		if resp.StatusCode == http.StatusAccepted {
+		if a.Status == http.StatusAccepted {
 			accepted = append(accepted, body["id"].(string))
 			return false
 		}
-		if resp.StatusCode != http.StatusServiceUnavailable || errCode(body) != "overloaded" {
-			t.Fatalf("publish: status %d body %v, want 202 or 503 overloaded", resp.StatusCode, body)
+		if a.Status != http.StatusServiceUnavailable || errCode(body) != "overloaded" {
+			t.Fatalf("publish: status %d body %v, want 202 or 503 overloaded", a.Status, body)
 		}
 		if took > 100*time.Millisecond {
 			t.Errorf("refused after %v, want at once", took)
 		}
-		refusal = resp
+		refusal = a
 		return true
 	})
 	if ra := refusal.Header.Get("Retry-After"); ra == "" {
@@ -80,9 +70,9 @@ func TestOverloadRefusesFast(t *testing.T) {
 	} else {
 		resp.Body.Close()
 	}
-	eventually(t, 5*time.Second, "publishes accepted again", func() bool {
-		resp, body := n.post(t, "/v1/messages", map[string]any{"target": "device:pos-1", "data": 3})
-		if resp.StatusCode == http.StatusAccepted {
+	nodetest.Eventually(t, 5*time.Second, "publishes accepted again", func() bool {
+		a, body := post(t, n, "/v1/messages", map[string]any{"target": "device:pos-1", "data": 3})
+		if a.Status == http.StatusAccepted {
 			accepted = append(accepted, body["id"].(string))
 			return true
 		}
@@ -102,21 +92,17 @@ func TestOverloadRefusesFast(t *testing.T) {
 	}
 }
 
-// post calls POST path with the test API key and returns the answer, its
+// post calls POST path with the API key and returns the answer and its
 // body decoded.
-func (n *Node) post(t *testing.T, path string, body any) (*http.Response, map[string]any) {
+func post(t *testing.T, n *nodetest.Node, path string, body any) (nodetest.Answer, map[string]any) {
 	t.Helper()
-	b, _ := json.Marshal(body)
-	req, _ := http.NewRequest(http.MethodPost, n.URL+path, bytes.NewReader(b))
-	req.Header.Set("Authorization", "Bearer "+testAPIKey)
-	resp, err := http.DefaultClient.Do(req)
+	a, err := n.Do(context.Background(), http.MethodPost, path, body)
 	if err != nil {
 		t.Fatalf("POST %s: %v", path, err)
 	}
-	defer resp.Body.Close()
 	var out map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&out)
-	return resp, out
+	_ = json.Unmarshal(a.Body, &out)
+	return a, out
 }
 
 // errCode returns the error code of an error answer.

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tetherpush/tether/internal/nodetest"
 )
 
 // TestIdleConnectionsCostNoGoroutines holds many idle sessions and checks
@@ -17,24 +19,24 @@ func TestIdleConnectionsCostNoGoroutines(t *testing.T) {
 	if *ioMode != "epoll" {
 		t.Skip("the goroutine I/O layer has one reader per connection by design")
 	}
-	n := MustOpenNode(t, "", nil)
-	warm := n.Dial(t, MustToken(t, "warm"))
+	n := mustOpenNode(t, nil)
+	warm := n.Dial(t, nodetest.MustToken(t, "warm"))
 	warm.MustNext("welcome")
 	time.Sleep(100 * time.Millisecond)
 	before := runtime.NumGoroutine()
 	const conns = 300
 	for i := 0; i < conns; i++ {
-		d := n.Dial(t, MustToken(t, fmt.Sprintf("idle-%d", i)))
+		d := n.Dial(t, nodetest.MustToken(t, fmt.Sprintf("idle-%d", i)))
 		d.MustNext("welcome")
 	}
-	eventually(t, 5*time.Second, "all sessions attached", func() bool { return n.Hub.Connections() == conns+1 })
+	nodetest.Eventually(t, 5*time.Second, "all sessions attached", func() bool { return n.Hub.Connections() == conns+1 })
 	time.Sleep(100 * time.Millisecond) // let the handshake goroutines end
 	after := runtime.NumGoroutine()
 	if grown := after - before; grown > 20 {
 		t.Fatalf("goroutines grew by %d for %d idle connections; want a constant", grown, conns)
 	}
 	// The sessions still work: a message reaches the last one.
-	d := n.Dial(t, MustToken(t, "idle-last"))
+	d := n.Dial(t, nodetest.MustToken(t, "idle-last"))
 	d.MustNext("welcome")
 	id := n.Publish(t, "device:idle-last", 1)
 	if m := d.MustNext("message"); m.ID != id {
@@ -45,12 +47,12 @@ func TestIdleConnectionsCostNoGoroutines(t *testing.T) {
 // TestPeerCloseClosesSocketPromptly checks rule 3: when the peer closes,
 // the server's side is closed at once (the session leaves the hub).
 func TestPeerCloseClosesSocketPromptly(t *testing.T) {
-	n := MustOpenNode(t, "", nil)
-	d := n.Dial(t, MustToken(t, "pos-1"))
+	n := mustOpenNode(t, nil)
+	d := n.Dial(t, nodetest.MustToken(t, "pos-1"))
 	d.MustNext("welcome")
 	start := time.Now()
 	d.Conn.Close()
-	eventually(t, time.Second, "session gone after the peer's FIN", func() bool { return n.Hub.Connections() == 0 })
+	nodetest.Eventually(t, time.Second, "session gone after the peer's FIN", func() bool { return n.Hub.Connections() == 0 })
 	t.Logf("session ended %v after the peer closed", time.Since(start))
 }
 
@@ -58,8 +60,8 @@ func TestPeerCloseClosesSocketPromptly(t *testing.T) {
 // runtime's own SIGURG preemption does this all the time) must not disturb
 // the poller.
 func TestPollerSurvivesSignals(t *testing.T) {
-	n := MustOpenNode(t, "", nil)
-	d := n.Dial(t, MustToken(t, "pos-1"))
+	n := mustOpenNode(t, nil)
+	d := n.Dial(t, nodetest.MustToken(t, "pos-1"))
 	d.MustNext("welcome")
 	// Signal every thread, so that the one blocked in epoll_wait is hit.
 	pid := os.Getpid()

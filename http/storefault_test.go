@@ -1,51 +1,35 @@
 package http_test
 
 // Store faults around a session's end, found by TestModelDelivery: the node
-// runs on a bolt store behind frozenStore (model_freeze_test.go).
+// runs on a bolt store behind a nodetest.Freezer.
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
 
-	"github.com/tetherpush/tether/bolt"
 	tetherhttp "github.com/tetherpush/tether/http"
 	"github.com/tetherpush/tether/hub"
+	"github.com/tetherpush/tether/internal/nodetest"
 )
 
-// openFrozenNode starts a node whose store calls fail after 300 ms while
-// the returned frozenStore is frozen.
-func openFrozenNode(t *testing.T) (*Node, *frozenStore) {
-	dir := t.TempDir()
-	st, err := bolt.Open(filepath.Join(dir, "tether.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fs := &frozenStore{}
-	fs.use(st)
-	hc := hub.Config{Node: "n1", Heartbeat: 5 * time.Second, AckTimeout: 5 * time.Second, StoreTimeout: 300 * time.Millisecond, Workers: 4}
-	sc := tetherhttp.Config{Listen: "127.0.0.1:0", AdminListen: "-", TokenSecret: []byte(testSecret), APIKey: testAPIKey, IO: *ioMode}
-	h := hub.New(fs, hc)
-	if err := h.Open(); err != nil {
-		st.Close()
-		t.Fatal(err)
-	}
-	srv := tetherhttp.NewServer(h, sc)
-	if err := srv.Open(); err != nil {
-		h.Close()
-		st.Close()
-		t.Fatal(err)
-	}
-	n := &Node{Hub: h, Server: srv, Store: st, URL: "http://" + srv.Addr(), WSURL: "ws://" + srv.Addr(), Dir: dir}
-	t.Cleanup(func() { fs.unfreeze(); n.Close() })
-	return n, fs
+// openFrozenNode starts a node whose store calls fail after storeTimeout
+// (the hub's StoreTimeout) while the returned Freezer is frozen.
+func openFrozenNode(t *testing.T, storeTimeout time.Duration) (*nodetest.Node, *nodetest.Freezer) {
+	t.Helper()
+	fz := &nodetest.Freezer{}
+	n := nodetest.MustOpen(t, nodetest.Options{IO: *ioMode, Wrap: fz.Wrap, Edit: func(h *hub.Config, c *tetherhttp.Config) {
+		h.StoreTimeout = storeTimeout
+		c.AdminListen = "-"
+	}})
+	t.Cleanup(fz.Unfreeze) // runs first: the node closes on a thawed store
+	return n, fz
 }
 
 // firstState returns the state of message id's first delivery.
-func firstState(t *testing.T, n *Node, id string) string {
+func firstState(t *testing.T, n *nodetest.Node, id string) string {
 	t.Helper()
 	ms, err := n.Store.Message(context.Background(), id)
 	if err != nil || len(ms.Deliveries) == 0 {
@@ -56,13 +40,13 @@ func firstState(t *testing.T, n *Node, id string) string {
 
 // ackWhileFrozen connects device d0, publishes a message to it and acks it
 // with the store frozen (stalled): the ack's flush will fail.
-func ackWhileFrozen(t *testing.T) (*Node, *frozenStore, *Device, string) {
-	n, fs := openFrozenNode(t)
-	d := n.Dial(t, MustToken(t, "d0"))
+func ackWhileFrozen(t *testing.T) (*nodetest.Node, *nodetest.Freezer, *nodetest.Device, string) {
+	n, fs := openFrozenNode(t, 300*time.Millisecond)
+	d := n.Dial(t, nodetest.MustToken(t, "d0"))
 	d.MustNext("welcome")
 	id := n.Publish(t, "device:d0", 1)
 	d.MustNext("message")
-	fs.freeze(false)
+	fs.Freeze(false)
 	d.Ack(id)
 	return n, fs, d, id
 }
@@ -72,10 +56,10 @@ func ackWhileFrozen(t *testing.T) (*Node, *frozenStore, *Device, string) {
 func TestAcksOfSessionClosedInBackoff(t *testing.T) {
 	n, fs, d, id := ackWhileFrozen(t)  // its flush fails after 300 ms: 1 s backoff
 	time.Sleep(500 * time.Millisecond) // the flush has failed
-	fs.unfreeze()
+	fs.Unfreeze()
 	d.SendFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "")))
 	d.MustClose(1000, 5*time.Second)
-	eventually(t, 3*time.Second, "the ack stored after the backoff", func() bool { return firstState(t, n, id) == "acked" })
+	nodetest.Eventually(t, 3*time.Second, "the ack stored after the backoff", func() bool { return firstState(t, n, id) == "acked" })
 }
 
 // TestShutdownWaitsForAckRetry: a graceful Shutdown that returns nil has
@@ -86,7 +70,7 @@ func TestShutdownWaitsForAckRetry(t *testing.T) {
 	d.SendFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "")))
 	d.MustClose(1000, 5*time.Second)
 	time.Sleep(500 * time.Millisecond) // the flush at close has failed: retry in 1 s
-	fs.unfreeze()
+	fs.Unfreeze()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if err := n.Hub.Shutdown(ctx); err != nil {
@@ -101,15 +85,15 @@ func TestShutdownWaitsForAckRetry(t *testing.T) {
 // store timeout (503) may have been stored without waking anyone; its
 // retry, answered 200 duplicate, wakes the online recipient.
 func TestDuplicatePublishWakesRecipient(t *testing.T) {
-	n, fs := openFrozenNode(t)
-	d := n.Dial(t, MustToken(t, "d0"))
+	n, fs := openFrozenNode(t, 300*time.Millisecond)
+	d := n.Dial(t, nodetest.MustToken(t, "d0"))
 	d.MustNext("welcome")
 	req := map[string]any{"target": "device:d0", "data": 1, "id": "k"}
-	fs.freeze(true) // answers lost: the store keeps the message
+	fs.Freeze(true) // answers lost: the store keeps the message
 	if code := n.API(t, "POST", "/v1/messages", req, nil); code != 503 {
 		t.Fatalf("publish while frozen: %d, want 503", code)
 	}
-	fs.unfreeze()
+	fs.Unfreeze()
 	var out struct {
 		ID        string
 		Duplicate bool
