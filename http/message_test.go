@@ -8,6 +8,7 @@ import (
 	tetherhttp "github.com/tetherpush/tether/http"
 	"github.com/tetherpush/tether/hub"
 	"github.com/tetherpush/tether/internal/nodetest"
+	"github.com/tetherpush/tether/internal/redistest"
 )
 
 func TestGroupMembershipFromTokenAndAPI(t *testing.T) {
@@ -180,5 +181,45 @@ func TestExpiryAndDeadDeliveries(t *testing.T) {
 	o.MustNext("welcome")
 	if f, err := o.Next(300 * time.Millisecond); err == nil {
 		t.Fatalf("expired message delivered: %+v", f)
+	}
+}
+
+// TestLeaveWhileConnected: a device that left a group while connected gets
+// nothing published to the group afterwards, also when it was owed nothing
+// more (the store then drops its cursor of the group), on both stores.
+// Found by TestModelDelivery: the session kept reading the group's log.
+func TestLeaveWhileConnected(t *testing.T) {
+	r := redistest.Start(t)
+	for name, open := range map[string]func(t *testing.T) *nodetest.Node{
+		"bolt":  func(t *testing.T) *nodetest.Node { return mustOpenNode(t, nil) },
+		"redis": func(t *testing.T) *nodetest.Node { return mustOpenFleetNode(t, r.URL(), false, "n1", nil) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			n := open(t)
+			for _, via := range []string{"api", "token"} {
+				dev := "pos-" + name + "-" + via
+				if via == "api" {
+					n.API(t, "PUT", "/v1/groups/shop-1/devices/"+dev, nil, nil)
+				} else {
+					d := n.Connect(t, dev, "shop-1") // the token's group becomes a membership
+					d.Conn.Close()
+				}
+				d := n.Connect(t, dev, "shop-2") // member of shop-1 and shop-2, owed nothing
+				if code := n.API(t, "DELETE", "/v1/groups/shop-1/devices/"+dev, nil, nil); code != 204 {
+					t.Fatalf("DELETE member: %d", code)
+				}
+				after := n.Publish(t, "group:shop-1", "after the leave")
+				mark := n.Publish(t, "device:"+dev, "mark")
+				for {
+					f := d.MustNext("message")
+					if f.ID == after {
+						t.Fatalf("%s (left through the %s) got %s, published to shop-1 after it left", dev, via, after)
+					}
+					if f.ID == mark {
+						break
+					}
+				}
+			}
+		})
 	}
 }

@@ -217,6 +217,15 @@ func (s *Session) loaded(cs []tether.Cursor) {
 		s.mu.Unlock()
 		return
 	}
+	for i := range d.readers {
+		// A group the store no longer has a cursor for: the device left it
+		// and was owed nothing more, so the store dropped the cursor. Nothing
+		// after this is addressed to the device (an empty cursor has no span).
+		r := &d.readers[i]
+		if r.source.Kind == tether.KindGroup && !slices.ContainsFunc(cs, func(c tether.Cursor) bool { return c.Source == r.source }) {
+			r.setCursor(tether.Cursor{Source: r.source})
+		}
+	}
 	for _, c := range cs {
 		i := slices.IndexFunc(d.readers, func(r logReader) bool { return r.source == c.Source })
 		if i >= 0 {
