@@ -12,18 +12,24 @@ const NodeSchema = "tether.doctor.node/v1"
 // NodeReport is one report on a running tether node: what /debug/doctor on
 // its admin listener answers and `tether doctor --admin URL` prints.
 type NodeReport struct {
-	Schema      string       `json:"schema"`
-	Node        string       `json:"node"`
-	Time        time.Time    `json:"time"`
-	Verdict     Verdict      `json:"verdict"`
-	Findings    []Finding    `json:"findings"` // most severe first
-	Ready       string       `json:"ready"`    // "ok" or why not
-	Connections int          `json:"connections"`
-	Goroutines  int          `json:"goroutines"`
-	RSSBytes    int64        `json:"rss_bytes"`
-	Sockets     SocketReport `json:"sockets"` // of the listen port
-	Store       []StoreOp    `json:"store"`
-	Dump        *Report      `json:"dump"` // the node's own goroutines, analysed
+	Schema      string    `json:"schema"`
+	Node        string    `json:"node"`
+	Time        time.Time `json:"time"`
+	Verdict     Verdict   `json:"verdict"`
+	Findings    []Finding `json:"findings"` // most severe first
+	Ready       string    `json:"ready"`    // "ok" or why not
+	Connections int       `json:"connections"`
+	// DeliveryLagSeconds is the age of the oldest work the node has not
+	// done; past a quarter of MaxDeliveryLagSeconds it refuses publishes
+	// (Overloaded) until the lag falls below an eighth.
+	DeliveryLagSeconds    float64      `json:"delivery_lag_seconds"`
+	MaxDeliveryLagSeconds float64      `json:"max_delivery_lag_seconds"`
+	Overloaded            bool         `json:"overloaded"`
+	Goroutines            int          `json:"goroutines"`
+	RSSBytes              int64        `json:"rss_bytes"`
+	Sockets               SocketReport `json:"sockets"` // of the listen port
+	Store                 []StoreOp    `json:"store"`
+	Dump                  *Report      `json:"dump"` // the node's own goroutines, analysed
 }
 
 // StoreOp sums one store operation since the node started.
@@ -50,6 +56,10 @@ func (r *NodeReport) Judge() {
 	if cw := r.Sockets.State("CLOSE_WAIT").Local; cw > max(10, est/100) {
 		fs = append(fs, Finding{Kind: "close-wait", Severity: SeverityCritical, Title: "sockets in CLOSE_WAIT",
 			Summary: fmt.Sprintf("%d sockets of the listen port are in CLOSE_WAIT: peers closed and the node did not", cw)})
+	}
+	if r.Overloaded {
+		fs = append(fs, Finding{Kind: "overloaded", Severity: SeverityWarning, Title: "overloaded",
+			Summary: fmt.Sprintf("the node is %.2fs behind (refusing past %.2fs): publishes are answered 503 overloaded with Retry-After", r.DeliveryLagSeconds, r.MaxDeliveryLagSeconds/4)})
 	}
 	if bound := 2*r.Connections + 1000; r.Goroutines > bound {
 		fs = append(fs, Finding{Kind: "goroutines", Severity: SeverityWarning, Title: "too many goroutines",
@@ -89,8 +99,13 @@ func (r *NodeReport) WriteText(w io.Writer) error {
 	if len(r.Findings) > 0 {
 		t.printf("\n")
 	}
-	t.printf("ready: %s   connections: %d   goroutines: %d   resident: %.1f MiB\n\n",
+	t.printf("ready: %s   connections: %d   goroutines: %d   resident: %.1f MiB\n",
 		r.Ready, r.Connections, r.Goroutines, float64(r.RSSBytes)/(1<<20))
+	state := "accepting publishes"
+	if r.Overloaded {
+		state = "OVERLOADED: refusing publishes"
+	}
+	t.printf("delivery lag: %.3fs   refuses publishes past: %.3fs   %s\n\n", r.DeliveryLagSeconds, r.MaxDeliveryLagSeconds/4, state)
 	_ = r.Sockets.WriteText(w)
 	t.printf("\nStore since start:\n  %-14s %10s %8s %12s\n", "OP", "CALLS", "ERRORS", "MEAN")
 	for _, op := range r.Store {

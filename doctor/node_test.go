@@ -26,6 +26,8 @@ func TestNodeReportJudge(t *testing.T) {
 		}, SeverityOK, ""},
 		{"store down", func(r *NodeReport) { r.Ready = "store does not answer: timeout" }, SeverityCritical, "not-ready"},
 		{"goroutines grow", func(r *NodeReport) { r.Goroutines = 5000 }, SeverityWarning, "goroutines"},
+		{"overloaded", func(r *NodeReport) { r.Overloaded, r.DeliveryLagSeconds, r.MaxDeliveryLagSeconds = true, 1.4, 5 }, SeverityWarning, "overloaded"},
+		{"behind but not refusing", func(r *NodeReport) { r.DeliveryLagSeconds, r.MaxDeliveryLagSeconds = 0.9, 5 }, SeverityOK, ""},
 		{"old store errors are information", func(r *NodeReport) { r.Store = []StoreOp{{Op: "ack", Calls: 10, Errors: 1}} }, SeverityOK, ""},
 	}
 	for _, c := range cases {

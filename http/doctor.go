@@ -39,6 +39,9 @@ func (s *Server) nodeReport(ctx context.Context) *doctor.NodeReport {
 	if err := s.hub.Ready(ctx); err != nil {
 		rep.Ready = err.Error()
 	}
+	lag, over := s.hub.Lag()
+	rep.DeliveryLagSeconds, rep.Overloaded = lag.Seconds(), over
+	rep.MaxDeliveryLagSeconds = s.hub.Config().MaxDeliveryLag.Seconds()
 	rep.Sockets, _ = doctor.Sockets(s.listenPort())
 	rep.Store = storeOps(s.cfg.Gatherer)
 	var buf bytes.Buffer

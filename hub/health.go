@@ -171,3 +171,9 @@ func diff(a, b int) int {
 	}
 	return b - a
 }
+
+// Lag returns the node's delivery lag at its last measurement (every
+// 250 ms) and whether publishes are being refused as overloaded.
+func (h *Hub) Lag() (lag time.Duration, overloaded bool) {
+	return time.Duration(h.health.lagNanos.Load()), h.health.overloaded.Load()
+}

@@ -317,6 +317,9 @@ func TestDoctorAdmin(t *testing.T) {
 	if code != 0 || !strings.Contains(out.String(), "Verdict: OK — healthy") || !strings.Contains(out.String(), "ESTABLISHED") {
 		t.Fatalf("doctor --admin: exit %d\n%s\n%s", code, out.String(), errOut.String())
 	}
+	if !strings.Contains(out.String(), "refuses publishes past: 1.250s   accepting publishes") {
+		t.Fatalf("report lacks the delivery lag against a quarter of --max-delivery-lag (5s):\n%s", out.String())
+	}
 	if !strings.Contains(out.String(), "connections: 1") {
 		t.Fatalf("report does not count the connection:\n%s", out.String())
 	}
