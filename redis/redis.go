@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,11 @@ type Options struct {
 	Addrs []string
 	// Cluster says the server is a Redis Cluster.
 	Cluster bool
+	// Sentinels, host:port, find the primary through Redis Sentinel (SPEC
+	// section 12): the URL's host is then the master set's name
+	// (redis://MASTERNAME/0), and the client follows failovers the
+	// Sentinels announce, checking with them every sentinelRefresh too.
+	Sentinels []string
 	// Username and Password authenticate with Addrs; a URL carries its own.
 	Username, Password string
 	// Prefix starts every key, so that several stores can share a server;
@@ -154,6 +160,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// sentinelRefresh is how often a client on Sentinel checks which server
+// is the primary, besides following the Sentinels' announcements.
+const sentinelRefresh = time.Second
+
 // clientOptions translates opts into rueidis's options; openBy and conns
 // are passed to the dial function (see dialer).
 func clientOptions(opts Options, openBy *atomic.Int64, conns *connSet) (rueidis.ClientOption, error) {
@@ -172,6 +182,19 @@ func clientOptions(opts Options, openBy *atomic.Int64, conns *connSet) (rueidis.
 	}
 	if len(opts.Addrs) > 0 {
 		co.InitAddress = opts.Addrs
+	}
+	if len(opts.Sentinels) > 0 {
+		if opts.Cluster || len(opts.Addrs) > 0 {
+			return co, tether.Errorf(tether.EInvalid, "redis: Sentinel and Cluster exclude each other")
+		}
+		u, err := url.Parse(opts.URL)
+		if err != nil || u.Hostname() == "" {
+			return co, tether.Errorf(tether.EInvalid, "redis url %q: with Sentinels its host is the master set's name (redis://mymaster/0)", opts.URL)
+		}
+		co.InitAddress = opts.Sentinels
+		co.Sentinel.MasterSet = u.Hostname()
+		co.Sentinel.TopologyRefreshInterval = sentinelRefresh
+		co.Sentinel.Dialer = net.Dialer{Timeout: opts.DialTimeout, KeepAlive: time.Second}
 	}
 	if opts.Username != "" || opts.Password != "" {
 		co.Username, co.Password = opts.Username, opts.Password

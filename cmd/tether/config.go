@@ -47,6 +47,9 @@ type serveConfig struct {
 	RedisURL    string // redis:// or rediss:// (or unix://); used with storeRedis
 	// RedisCluster says --redis-url names a seed node of a Redis Cluster.
 	RedisCluster bool
+	// RedisSentinel are Sentinel addresses, host:port: --redis-url then
+	// names the master set (redis://MASTERNAME/0), found through them.
+	RedisSentinel []string
 	// MaxConnectRate bounds new sessions per second; 0 = unlimited.
 	MaxConnectRate int
 	NodeID         string // valid id; default host name + ":" + port of Listen
@@ -90,6 +93,7 @@ func serveFlags(c *serveConfig, getenv func(string) string, help io.Writer) *fla
 	f.String(&c.DataDir, "data-dir", defaultDataDir, "`directory` of the embedded store and of generated secrets")
 	f.String(&c.RedisURL, "redis-url", defaultRedisURL, "Redis `URL` (with --store redis)")
 	f.Bool(&c.RedisCluster, "redis-cluster", false, "--redis-url is a seed node of a Redis Cluster")
+	f.Strings(&c.RedisSentinel, "redis-sentinel", nil, "Sentinel `addresses` host:port, comma-separated: --redis-url names the master set (redis://MASTERNAME/0) and the node follows its failovers")
 	f.String(&c.NodeID, "node-id", "", "`id` of this node (default: host name and port of --listen)")
 	f.String(&c.TokenSecret, "token-secret", "", "`secret` that signs device tokens (default: kept in --data-dir)")
 	f.String(&c.APIKey, "api-key", "", "`key` of the HTTP API (default: kept in --data-dir)")
@@ -158,6 +162,14 @@ func (c *serveConfig) validate(hostname func() (string, error)) error {
 	if c.Store == storeRedis {
 		if err := checkRedisURL(c.RedisURL); err != nil {
 			bad("--redis-url: %v", err)
+		}
+		if len(c.RedisSentinel) > 0 && c.RedisCluster {
+			bad("--redis-sentinel and --redis-cluster: give one or the other")
+		}
+		for _, a := range c.RedisSentinel {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				bad("--redis-sentinel %q: want host:port", a)
+			}
 		}
 	}
 	errs = append(errs, c.validateNodeID(hostname)...)

@@ -107,6 +107,8 @@ func TestParseServeErrors(t *testing.T) {
 		{"origin star", nil, []string{"--allowed-origins", "*"}, "one by one"},
 		{"redis url", nil, []string{"--store", "redis", "--redis-url", "http://x"}, `scheme "http": want redis, rediss or unix`},
 		{"redis no host", nil, []string{"--store", "redis", "--redis-url", "redis:///0"}, "no host"},
+		{"sentinel address", nil, []string{"--store", "redis", "--redis-url", "redis://mymaster/0", "--redis-sentinel", "10.0.0.1"}, `--redis-sentinel "10.0.0.1": want host:port`},
+		{"sentinel and cluster", nil, []string{"--store", "redis", "--redis-url", "redis://mymaster/0", "--redis-sentinel", "10.0.0.1:26379", "--redis-cluster"}, "give one or the other"},
 		{"node id", nil, []string{"--node-id", "node 1"}, `--node-id "node 1"`},
 		{"data dir", nil, []string{"--data-dir", ""}, "--data-dir: must not be empty"},
 		{"log level", nil, []string{"--log-level", "loud"}, `--log-level "loud"`},

@@ -63,7 +63,7 @@ func openStore(cfg serveConfig, log *slog.Logger) (tether.Store, tether.Fleet, e
 	if cfg.Store == "redis" {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		st, err := redis.Open(ctx, redis.Options{URL: cfg.RedisURL, Cluster: cfg.RedisCluster})
+		st, err := redis.Open(ctx, redis.Options{URL: cfg.RedisURL, Cluster: cfg.RedisCluster, Sentinels: cfg.RedisSentinel})
 		if err != nil {
 			return nil, nil, fmt.Errorf("open redis store: %w", err)
 		}

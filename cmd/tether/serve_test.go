@@ -381,3 +381,57 @@ func TestFleetNodeKill9(t *testing.T) {
 		t.Fatalf("got %s %s after the unacked ones; acked messages must not come back", typ, id)
 	}
 }
+
+// TestServeOnSentinel runs a node process with --redis-sentinel: it finds
+// the primary through three real Sentinels, delivers, and after the
+// primary is killed and a replica promoted it accepts and delivers again
+// without a restart, the device connected throughout (SPEC section 12).
+func TestServeOnSentinel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis-server, three redis-sentinel and a node process")
+	}
+	ss := redistest.StartSentinelSet(t)
+	c := startChild(t, t.TempDir(), "--store", "redis", "--redis-url", "redis://"+ss.Name+"/0",
+		"--redis-sentinel", strings.Join(ss.SentinelAddrs(), ","))
+	d := dialDevice(t, c.addr, "pos-1")
+	d.next(5 * time.Second) // welcome
+	first := c.publish(t, "device:pos-1", map[string]int{"n": 1})
+	if typ, id, _, _ := d.next(5 * time.Second); typ != "message" || id != first {
+		t.Fatalf("got %s %s, want message %s", typ, id, first)
+	}
+	d.ack(first)
+	waitFor(t, 5*time.Second, "the ack stored", func() bool { return c.state(t, first) == "acked" })
+	if n, err := ss.Primary.Do("WAIT", "1", "2000"); err != nil || n != "1" {
+		t.Fatalf("WAIT 1: %q, %v", n, err)
+	}
+	from := ss.Primary.Addr
+	ss.Primary.Kill()
+	ss.WaitFailover(from, 30*time.Second)
+	var second string
+	waitFor(t, 20*time.Second, "a publish accepted after the failover", func() bool {
+		body, _ := json.Marshal(map[string]any{"target": "device:pos-1", "data": map[string]int{"n": 2}})
+		req, _ := http.NewRequest("POST", "http://"+c.addr+"/v1/messages", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+childKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var out struct{ ID string }
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		second = out.ID
+		return resp.StatusCode == 202
+	})
+	for {
+		typ, id, _, code := d.next(15 * time.Second)
+		if typ == "close" {
+			t.Fatalf("the device was closed with %d during the failover", code)
+		}
+		if typ == "message" && id == second {
+			break
+		}
+	}
+	if st := c.state(t, first); st != "acked" {
+		t.Errorf("the message acked before the failover is %q after it", st)
+	}
+}
