@@ -63,6 +63,15 @@ type Options struct {
 	// (redis://MASTERNAME/0), and the client follows failovers the
 	// Sentinels announce, checking with them every sentinelRefresh too.
 	Sentinels []string
+	// MinReplicas, when above 0, makes every write that answers a publish,
+	// records acks or changes a membership wait until that many replicas
+	// have it (WAIT, on the same connection, in the same round trip), for
+	// at most ReplicaTimeout (zero: DefaultReplicaTimeout); when they do
+	// not, the call fails with an error wrapping tether.ErrUnavailable
+	// (the write itself may have been applied: a retry with the same
+	// message id is safe). Not on a cluster yet.
+	MinReplicas    int
+	ReplicaTimeout time.Duration
 	// Username and Password authenticate with Addrs; a URL carries its own.
 	Username, Password string
 	// Prefix starts every key, so that several stores can share a server;
@@ -82,7 +91,14 @@ type Options struct {
 	ConnTimeout time.Duration
 }
 
+// DefaultReplicaTimeout is how long a write waits for MinReplicas replicas
+// when Options.ReplicaTimeout is zero.
+const DefaultReplicaTimeout = time.Second
+
 func (o Options) withDefaults() Options {
+	if o.ReplicaTimeout == 0 {
+		o.ReplicaTimeout = DefaultReplicaTimeout
+	}
 	if o.Prefix == "" {
 		o.Prefix = DefaultPrefix
 	}
@@ -119,6 +135,9 @@ type Store struct {
 	cluster bool
 	cache   cursorCache // each device's cursors as last read or written (commit.go)
 
+	minReplicas    int           // WAIT for this many replicas after writes (0: none)
+	replicaTimeout time.Duration // WAIT's timeout
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 }
@@ -128,6 +147,12 @@ type Store struct {
 // redials them when they fail.
 func Open(ctx context.Context, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
+	if opts.MinReplicas > 0 && (opts.Cluster || len(opts.Addrs) > 0) {
+		return nil, tether.Errorf(tether.EInvalid, "redis: MinReplicas on a Redis Cluster is not supported yet")
+	}
+	if opts.MinReplicas < 0 {
+		return nil, tether.Errorf(tether.EInvalid, "redis: MinReplicas %d: must be 0 or more", opts.MinReplicas)
+	}
 	if strings.ContainsAny(opts.Prefix, "{}") {
 		return nil, tether.Errorf(tether.EInvalid, "redis prefix %q: may not contain braces", opts.Prefix)
 	}
@@ -148,7 +173,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis open %s: %w: %w", strings.Join(co.InitAddress, ","), tether.ErrUnavailable, err)
 	}
-	s := &Store{c: c, conns: conns, k: keys{prefix: opts.Prefix}, cluster: opts.Cluster}
+	s := &Store{c: c, conns: conns, k: keys{prefix: opts.Prefix}, cluster: opts.Cluster,
+		minReplicas: opts.MinReplicas, replicaTimeout: opts.ReplicaTimeout}
 	if err := s.checkLayout(ctx); err != nil {
 		s.Close()
 		return nil, err

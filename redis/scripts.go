@@ -8,6 +8,8 @@ import (
 	"fmt"
 
 	"github.com/redis/rueidis"
+
+	"github.com/tetherpush/tether"
 )
 
 // The Lua scripts, one file each in lua/; each file's header says its keys,
@@ -124,11 +126,12 @@ func (s *Store) roundTrip(ctx context.Context, op string, calls []call) ([]rueid
 		return nil, nil
 	}
 	b := s.c.B()
-	cmds := make(rueidis.Commands, len(calls))
+	wait := s.waits(calls)
+	cmds := make(rueidis.Commands, len(calls), len(calls)+1)
 	for i, c := range calls {
 		cmds[i] = c.build(b, false)
 	}
-	res := s.c.DoMulti(ctx, cmds...)
+	res, acked := s.doMulti(ctx, cmds, wait)
 	var again []int
 	for i, r := range res {
 		if re, ok := rueidis.IsRedisErr(r.Error()); ok && re.IsNoScript() && calls[i].sc != nil {
@@ -140,14 +143,52 @@ func (s *Store) roundTrip(ctx context.Context, op string, calls []call) ([]rueid
 		for _, i := range again {
 			cmds = append(cmds, calls[i].build(b, true))
 		}
-		for j, r := range s.c.DoMulti(ctx, cmds...) {
+		res2, acked2 := s.doMulti(ctx, cmds, wait)
+		for j, r := range res2 {
 			res[again[j]] = r
 		}
+		acked = acked2
 	}
 	for _, r := range res {
 		if err := r.Error(); err != nil && !rueidis.IsRedisNil(err) {
 			return nil, s.wrap(ctx, op, err)
 		}
 	}
+	if wait {
+		n, err := acked.AsInt64()
+		if err != nil {
+			return nil, s.wrap(ctx, op, err)
+		}
+		if n < int64(s.minReplicas) {
+			return nil, fmt.Errorf("redis %s: %w: %d of %d replicas have the write after %v", op, tether.ErrUnavailable, n, s.minReplicas, s.replicaTimeout)
+		}
+	}
 	return res, nil
+}
+
+// waits reports whether calls write (a script that is not read-only) and
+// must therefore wait for s.minReplicas replicas.
+func (s *Store) waits(calls []call) bool {
+	if s.minReplicas == 0 {
+		return false
+	}
+	for _, c := range calls {
+		if c.sc != nil && !c.sc.readOnly {
+			return true
+		}
+	}
+	return false
+}
+
+// doMulti sends cmds as one pipeline, followed by WAIT when wait is set:
+// WAIT is a blocking command, so rueidis sends the whole pipeline on one
+// dedicated connection, and WAIT counts the replicas that have its writes.
+// It returns the answers of cmds and WAIT's.
+func (s *Store) doMulti(ctx context.Context, cmds rueidis.Commands, wait bool) ([]rueidis.RedisResult, rueidis.RedisResult) {
+	if !wait {
+		return s.c.DoMulti(ctx, cmds...), rueidis.RedisResult{}
+	}
+	cmds = append(cmds, s.c.B().Wait().Numreplicas(int64(s.minReplicas)).Timeout(s.replicaTimeout.Milliseconds()).Build())
+	res := s.c.DoMulti(ctx, cmds...)
+	return res[:len(res)-1], res[len(res)-1]
 }

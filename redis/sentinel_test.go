@@ -3,6 +3,8 @@ package redis
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,5 +67,71 @@ func TestSentinelFollowsFailover(t *testing.T) {
 	}
 	if role, err := ss.Replica.Do("ROLE"); err != nil || role[:6] != "master" {
 		t.Errorf("the promoted replica says ROLE %q, %v", role, err)
+	}
+}
+
+// TestMinReplicasWaits: with MinReplicas 1 a publish succeeds while the
+// replica follows, fails with ErrUnavailable after ReplicaTimeout while the
+// replica is stopped (SIGSTOP), and succeeds again once it resumes.
+func TestMinReplicasWaits(t *testing.T) {
+	p := redistest.Start(t)
+	_, port, _ := strings.Cut(p.Addr, ":")
+	r := redistest.Start(t, "--replicaof", "127.0.0.1", port)
+	waitUntil(t, "the replica to follow", func() bool {
+		info, err := r.Do("INFO", "replication")
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	})
+	const timeout = 300 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	s, err := Open(ctx, Options{URL: p.URL(), MinReplicas: 1, ReplicaTimeout: timeout})
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	now := time.Now()
+	publish := func(id string) (time.Duration, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		start := time.Now()
+		_, err := s.Publish(ctx, []*tether.Message{{ID: id, Target: tether.DeviceTarget("pos-1"), Data: json.RawMessage(`{}`), PublishedAt: now, ExpiresAt: now.Add(time.Hour)}})
+		return time.Since(start), err
+	}
+	if _, err := publish("01JB00000000000000000000W1"); err != nil {
+		t.Fatalf("publish with the replica following: %v", err)
+	}
+	r.Pause()
+	took, err := publish("01JB00000000000000000000W2")
+	if !errors.Is(err, tether.ErrUnavailable) || took < timeout || took > timeout+2*time.Second {
+		t.Fatalf("publish with the replica stopped: %v after %v, want ErrUnavailable after about %v", err, took, timeout)
+	}
+	t.Logf("refused after %v: %v", took.Round(time.Millisecond), err)
+	r.Resume()
+	waitUntil(t, "a publish accepted once the replica resumed", func() bool {
+		_, err := publish("01JB00000000000000000000W3")
+		return err == nil
+	})
+
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	two, err := Open(ctx, Options{URL: p.URL(), MinReplicas: 2, ReplicaTimeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer two.Close()
+	_, err = two.Publish(ctx, []*tether.Message{{ID: "01JB00000000000000000000W4", Target: tether.DeviceTarget("pos-1"), Data: json.RawMessage(`{}`), PublishedAt: now, ExpiresAt: now.Add(time.Hour)}})
+	if !errors.Is(err, tether.ErrUnavailable) || !strings.Contains(err.Error(), "1 of 2 replicas") {
+		t.Fatalf("MinReplicas 2 with one replica: %v, want ErrUnavailable naming 1 of 2", err)
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -50,6 +50,10 @@ type serveConfig struct {
 	// RedisSentinel are Sentinel addresses, host:port: --redis-url then
 	// names the master set (redis://MASTERNAME/0), found through them.
 	RedisSentinel []string
+	// RedisMinReplicas and RedisReplicaTimeout: writes that answer a
+	// publish or record acks wait for that many replicas (WAIT).
+	RedisMinReplicas    int
+	RedisReplicaTimeout time.Duration
 	// MaxConnectRate bounds new sessions per second; 0 = unlimited.
 	MaxConnectRate int
 	NodeID         string // valid id; default host name + ":" + port of Listen
@@ -93,6 +97,8 @@ func serveFlags(c *serveConfig, getenv func(string) string, help io.Writer) *fla
 	f.String(&c.DataDir, "data-dir", defaultDataDir, "`directory` of the embedded store and of generated secrets")
 	f.String(&c.RedisURL, "redis-url", defaultRedisURL, "Redis `URL` (with --store redis)")
 	f.Bool(&c.RedisCluster, "redis-cluster", false, "--redis-url is a seed node of a Redis Cluster")
+	f.Int(&c.RedisMinReplicas, "redis-min-replicas", 0, "replicas that must have a write before a publish is answered or an ack recorded (WAIT); 0 = none")
+	f.Duration(&c.RedisReplicaTimeout, "redis-replica-timeout", time.Second, "longest wait for --redis-min-replicas; past it the publish is answered 503")
 	f.Strings(&c.RedisSentinel, "redis-sentinel", nil, "Sentinel `addresses` host:port, comma-separated: --redis-url names the master set (redis://MASTERNAME/0) and the node follows its failovers")
 	f.String(&c.NodeID, "node-id", "", "`id` of this node (default: host name and port of --listen)")
 	f.String(&c.TokenSecret, "token-secret", "", "`secret` that signs device tokens (default: kept in --data-dir)")
@@ -162,6 +168,15 @@ func (c *serveConfig) validate(hostname func() (string, error)) error {
 	if c.Store == storeRedis {
 		if err := checkRedisURL(c.RedisURL); err != nil {
 			bad("--redis-url: %v", err)
+		}
+		if c.RedisMinReplicas < 0 {
+			bad("--redis-min-replicas %d: must be 0 or more", c.RedisMinReplicas)
+		}
+		if c.RedisMinReplicas > 0 && c.RedisCluster {
+			bad("--redis-min-replicas with --redis-cluster: not supported yet")
+		}
+		if c.RedisReplicaTimeout <= 0 {
+			bad("--redis-replica-timeout %v: must be positive", c.RedisReplicaTimeout)
 		}
 		if len(c.RedisSentinel) > 0 && c.RedisCluster {
 			bad("--redis-sentinel and --redis-cluster: give one or the other")

@@ -30,7 +30,7 @@ func TestParseServeDefaults(t *testing.T) {
 	}
 	want := serveConfig{
 		Listen: ":8080", AdminListen: "127.0.0.1:8081", Store: "embedded", DataDir: "./tether-data",
-		RedisURL: "redis://127.0.0.1:6379/0", NodeID: host + ":8080",
+		RedisURL: "redis://127.0.0.1:6379/0", RedisReplicaTimeout: time.Second, NodeID: host + ":8080",
 		Heartbeat: 25 * time.Second, AckTimeout: 30 * time.Second, MaxInflight: 256, MaxMessageBytes: 65536,
 		MaxTTL: 168 * time.Hour, MaxAttempts: 0, MaxConnections: 0, ShutdownTimeout: 30 * time.Second,
 		MaxDeliveryLag: 5 * time.Second, LogLevel: "info", LogFormat: "text",
@@ -108,6 +108,8 @@ func TestParseServeErrors(t *testing.T) {
 		{"redis url", nil, []string{"--store", "redis", "--redis-url", "http://x"}, `scheme "http": want redis, rediss or unix`},
 		{"redis no host", nil, []string{"--store", "redis", "--redis-url", "redis:///0"}, "no host"},
 		{"sentinel address", nil, []string{"--store", "redis", "--redis-url", "redis://mymaster/0", "--redis-sentinel", "10.0.0.1"}, `--redis-sentinel "10.0.0.1": want host:port`},
+		{"min replicas", nil, []string{"--store", "redis", "--redis-min-replicas", "-1"}, "--redis-min-replicas -1: must be 0 or more"},
+		{"replica timeout", nil, []string{"--store", "redis", "--redis-replica-timeout", "0s"}, "--redis-replica-timeout 0s: must be positive"},
 		{"sentinel and cluster", nil, []string{"--store", "redis", "--redis-url", "redis://mymaster/0", "--redis-sentinel", "10.0.0.1:26379", "--redis-cluster"}, "give one or the other"},
 		{"node id", nil, []string{"--node-id", "node 1"}, `--node-id "node 1"`},
 		{"data dir", nil, []string{"--data-dir", ""}, "--data-dir: must not be empty"},

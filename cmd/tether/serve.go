@@ -63,7 +63,8 @@ func openStore(cfg serveConfig, log *slog.Logger) (tether.Store, tether.Fleet, e
 	if cfg.Store == "redis" {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		st, err := redis.Open(ctx, redis.Options{URL: cfg.RedisURL, Cluster: cfg.RedisCluster, Sentinels: cfg.RedisSentinel})
+		st, err := redis.Open(ctx, redis.Options{URL: cfg.RedisURL, Cluster: cfg.RedisCluster, Sentinels: cfg.RedisSentinel,
+			MinReplicas: cfg.RedisMinReplicas, ReplicaTimeout: cfg.RedisReplicaTimeout})
 		if err != nil {
 			return nil, nil, fmt.Errorf("open redis store: %w", err)
 		}

@@ -435,3 +435,44 @@ func TestServeOnSentinel(t *testing.T) {
 		t.Errorf("the message acked before the failover is %q after it", st)
 	}
 }
+
+// TestServeMinReplicas: a node process with --redis-min-replicas 1 answers
+// a publish 202 while its replica follows, 503 unavailable with
+// Retry-After within about --redis-replica-timeout while the replica is
+// stopped, and 202 again once it resumes.
+func TestServeMinReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two redis-server and a node process")
+	}
+	p := redistest.Start(t)
+	_, port, _ := strings.Cut(p.Addr, ":")
+	r := redistest.Start(t, "--replicaof", "127.0.0.1", port)
+	waitFor(t, 10*time.Second, "the replica to follow", func() bool {
+		info, err := r.Do("INFO", "replication")
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	})
+	c := startChild(t, t.TempDir(), "--store", "redis", "--redis-url", p.URL(),
+		"--redis-min-replicas", "1", "--redis-replica-timeout", "500ms")
+	post := func() (int, string, time.Duration) {
+		body, _ := json.Marshal(map[string]any{"target": "device:pos-1", "data": 1})
+		req, _ := http.NewRequest("POST", "http://"+c.addr+"/v1/messages", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+childKey)
+		start := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Retry-After"), time.Since(start)
+	}
+	if code, _, _ := post(); code != 202 {
+		t.Fatalf("publish with the replica following: %d, want 202", code)
+	}
+	r.Pause()
+	code, retry, took := post()
+	if code != 503 || retry == "" || took > 3*time.Second {
+		t.Fatalf("publish with the replica stopped: %d (Retry-After %q) after %v, want 503 with Retry-After within about 500ms", code, retry, took)
+	}
+	r.Resume()
+	waitFor(t, 15*time.Second, "202 again once the replica resumed", func() bool { code, _, _ := post(); return code == 202 })
+}
