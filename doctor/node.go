@@ -3,6 +3,7 @@ package doctor
 import (
 	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -29,7 +30,10 @@ type NodeReport struct {
 	RSSBytes              int64        `json:"rss_bytes"`
 	Sockets               SocketReport `json:"sockets"` // of the listen port
 	Store                 []StoreOp    `json:"store"`
-	Dump                  *Report      `json:"dump"` // the node's own goroutines, analysed
+	// StoreServers are the servers the store uses now, when it has any (the
+	// Redis primary, found through Sentinel after a failover).
+	StoreServers []string `json:"store_servers,omitempty"`
+	Dump         *Report  `json:"dump"` // the node's own goroutines, analysed
 }
 
 // StoreOp sums one store operation since the node started.
@@ -107,6 +111,9 @@ func (r *NodeReport) WriteText(w io.Writer) error {
 	}
 	t.printf("delivery lag: %.3fs   refuses publishes past: %.3fs   %s\n\n", r.DeliveryLagSeconds, r.MaxDeliveryLagSeconds/4, state)
 	_ = r.Sockets.WriteText(w)
+	if len(r.StoreServers) > 0 {
+		t.printf("\nStore servers: %s\n", strings.Join(r.StoreServers, ", "))
+	}
 	t.printf("\nStore since start:\n  %-14s %10s %8s %12s\n", "OP", "CALLS", "ERRORS", "MEAN")
 	for _, op := range r.Store {
 		t.printf("  %-14s %10d %8d %10.2fms\n", op.Op, op.Calls, op.Errors, op.MeanSeconds*1000)

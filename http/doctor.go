@@ -42,6 +42,9 @@ func (s *Server) nodeReport(ctx context.Context) *doctor.NodeReport {
 	lag, over := s.hub.Lag()
 	rep.DeliveryLagSeconds, rep.Overloaded = lag.Seconds(), over
 	rep.MaxDeliveryLagSeconds = s.hub.Config().MaxDeliveryLag.Seconds()
+	if s.cfg.StoreServers != nil {
+		rep.StoreServers = s.cfg.StoreServers()
+	}
 	rep.Sockets, _ = doctor.Sockets(s.listenPort())
 	rep.Store = storeOps(s.cfg.Gatherer)
 	var buf bytes.Buffer

@@ -52,6 +52,9 @@ type Config struct {
 	Logger            *slog.Logger
 	// Gatherer serves /metrics on the admin listener; nil: no /metrics.
 	Gatherer prometheus.Gatherer
+	// StoreServers, when set, names the servers the store uses now (the
+	// Redis primary found through Sentinel); /debug/doctor reports them.
+	StoreServers func() []string
 	// Registerer, when set, gets the server's own collectors
 	// (tether_tcp_sockets{state}).
 	Registerer prometheus.Registerer

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -262,6 +263,18 @@ func (s *Store) checkLayout(ctx context.Context) error {
 		return fmt.Errorf("redis open: key layout version %q under %s, want %q", v, s.k.layout(), layoutVersion)
 	}
 	return nil
+}
+
+// Servers returns the addresses of the Redis servers the store uses now:
+// the instance, the primary found through Sentinel (another one after a
+// failover), or a cluster's nodes; sorted.
+func (s *Store) Servers() []string {
+	var out []string
+	for addr := range s.c.Nodes() {
+		out = append(out, addr)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Close closes the client's connections at once, even when the server

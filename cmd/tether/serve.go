@@ -118,7 +118,12 @@ func openNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 	if admin == "" {
 		admin = "-" // an empty --admin-listen turns the admin listener off
 	}
+	var servers func() []string
+	if sv, ok := st.(interface{ Servers() []string }); ok {
+		servers = sv.Servers
+	}
 	srv := tetherhttp.NewServer(h, tetherhttp.Config{
+		StoreServers:    servers,
 		Listen:          cfg.Listen,
 		AdminListen:     admin,
 		TLSCert:         cfg.TLSCert,

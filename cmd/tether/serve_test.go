@@ -391,8 +391,24 @@ func TestServeOnSentinel(t *testing.T) {
 		t.Skip("starts redis-server, three redis-sentinel and a node process")
 	}
 	ss := redistest.StartSentinelSet(t)
+	admin := freeAddr(t)
 	c := startChild(t, t.TempDir(), "--store", "redis", "--redis-url", "redis://"+ss.Name+"/0",
-		"--redis-sentinel", strings.Join(ss.SentinelAddrs(), ","))
+		"--redis-sentinel", strings.Join(ss.SentinelAddrs(), ","), "--admin-listen", admin)
+	servers := func() []string { // what /debug/doctor says the store uses
+		resp, err := http.Get("http://" + admin + "/debug/doctor")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var rep struct {
+			StoreServers []string `json:"store_servers"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&rep)
+		return rep.StoreServers
+	}
+	if got := servers(); len(got) != 1 || got[0] != ss.Primary.Addr {
+		t.Fatalf("doctor names store servers %v, want the primary %s", got, ss.Primary.Addr)
+	}
 	d := dialDevice(t, c.addr, "pos-1")
 	d.next(5 * time.Second) // welcome
 	first := c.publish(t, "device:pos-1", map[string]int{"n": 1})
@@ -433,6 +449,9 @@ func TestServeOnSentinel(t *testing.T) {
 	}
 	if st := c.state(t, first); st != "acked" {
 		t.Errorf("the message acked before the failover is %q after it", st)
+	}
+	if got := servers(); len(got) != 1 || got[0] != ss.Replica.Addr {
+		t.Errorf("after the failover doctor names store servers %v, want the promoted replica %s", got, ss.Replica.Addr)
 	}
 }
 
