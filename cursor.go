@@ -3,6 +3,7 @@ package tether
 import (
 	"slices"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -425,6 +426,39 @@ func FindCursor(cs []Cursor, source Target) int {
 		}
 	}
 	return -1
+}
+
+// OrderCursors returns cs with device's own cursor first (a new one when it
+// has none) and the groups' by id: the order both stores answer cursors in.
+func OrderCursors(device string, cs []Cursor) []Cursor {
+	own := DeviceTarget(device)
+	if FindCursor(cs, own) < 0 {
+		cs = append(cs, Cursor{Source: own})
+	}
+	slices.SortFunc(cs, func(a, b Cursor) int {
+		switch {
+		case a.Source == own:
+			return -1
+		case b.Source == own:
+			return 1
+		}
+		return strings.Compare(a.Source.ID, b.Source.ID)
+	})
+	return cs
+}
+
+// StateIn answers the state of position seq of source from a device's
+// cursors cs (a device's own log with no cursor yet: nothing settled); ok
+// is false when they no longer know it (below the floor: see the
+// device's history).
+func StateIn(cs []Cursor, source Target, seq uint64) (Range, bool) {
+	if i := FindCursor(cs, source); i >= 0 {
+		return cs[i].State(seq)
+	}
+	if source.Kind == KindDevice {
+		return (&Cursor{Source: source}).State(seq)
+	}
+	return Range{}, false
 }
 
 // ApplyMarks applies marks made at at to the cursors of device (its own

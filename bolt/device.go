@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/tetherpush/tether"
 	"github.com/tetherpush/tether/internal/ledger"
@@ -165,7 +164,7 @@ func (s *Store) Cursors(ctx context.Context, devices []string) ([][]tether.Curso
 			if err != nil {
 				return err
 			}
-			out[i] = ordered(d, cs)
+			out[i] = tether.OrderCursors(d, cs)
 		}
 		return nil
 	})
@@ -173,25 +172,6 @@ func (s *Store) Cursors(ctx context.Context, devices []string) ([][]tether.Curso
 		return nil, err
 	}
 	return out, nil
-}
-
-// ordered returns cs with device's own cursor first (a new one when it has
-// none) and the groups' by id.
-func ordered(device string, cs []tether.Cursor) []tether.Cursor {
-	own := tether.DeviceTarget(device)
-	if tether.FindCursor(cs, own) < 0 {
-		cs = append(cs, tether.Cursor{Source: own})
-	}
-	slices.SortFunc(cs, func(a, b tether.Cursor) int {
-		switch {
-		case a.Source == own:
-			return -1
-		case b.Source == own:
-			return 1
-		}
-		return strings.Compare(a.Source.ID, b.Source.ID)
-	})
-	return cs
 }
 
 // Commit applies each change to its device's cursors and stores them with
@@ -255,7 +235,7 @@ func (b buckets) commit(ch tether.Change) (tether.Committed, error) {
 	if err := b.putCursors(ch.Device, cs); err != nil {
 		return tether.Committed{}, err
 	}
-	return tether.Committed{Outcome: outcome, Cursors: ordered(ch.Device, cs)}, nil
+	return tether.Committed{Outcome: outcome, Cursors: tether.OrderCursors(ch.Device, cs)}, nil
 }
 
 // dropSettled deletes the entries of device log source at positions
@@ -314,7 +294,7 @@ func (s *Store) Device(ctx context.Context, id string) (tether.DeviceInfo, error
 		if cs == nil && own.last == 0 {
 			return fmt.Errorf("%s: %w", id, tether.ErrNotFound)
 		}
-		for _, c := range ordered(id, cs) {
+		for _, c := range tether.OrderCursors(id, cs) {
 			src, err := b.getSource(c.Source)
 			if err != nil {
 				return err

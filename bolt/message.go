@@ -236,12 +236,7 @@ func (b buckets) delivery(device string, source tether.Target, seq uint64) (teth
 	if err != nil {
 		return tether.Delivery{}, err
 	}
-	r, ok := tether.Range{}, false
-	if i := tether.FindCursor(cs, source); i >= 0 {
-		r, ok = cs[i].State(seq)
-	} else if source.Kind == tether.KindDevice {
-		r, ok = (&tether.Cursor{Source: source}).State(seq)
-	}
+	r, ok := tether.StateIn(cs, source, seq)
 	if !ok {
 		if r, ok, err = b.history(device, source, seq); err != nil {
 			return tether.Delivery{}, err

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/redis/rueidis"
@@ -256,28 +255,9 @@ func (s *Store) Cursors(ctx context.Context, devices []string) ([][]tether.Curso
 		if err != nil {
 			return nil, fmt.Errorf("redis cursors of %s: %w", d, err)
 		}
-		out[i] = ordered(d, cs)
+		out[i] = tether.OrderCursors(d, cs)
 	}
 	return out, nil
-}
-
-// ordered returns cs with device's own cursor first (a new one when it has
-// none) and the groups' by id.
-func ordered(device string, cs []tether.Cursor) []tether.Cursor {
-	own := tether.DeviceTarget(device)
-	if tether.FindCursor(cs, own) < 0 {
-		cs = append(cs, tether.Cursor{Source: own})
-	}
-	slices.SortFunc(cs, func(a, b tether.Cursor) int {
-		switch {
-		case a.Source == own:
-			return -1
-		case b.Source == own:
-			return 1
-		}
-		return strings.Compare(a.Source.ID, b.Source.ID)
-	})
-	return cs
 }
 
 // Commit applies each change to its device's cursors with compare-and-set:
@@ -315,7 +295,7 @@ func (s *Store) Commit(ctx context.Context, changes []tether.Change) ([]tether.C
 		return nil, err
 	}
 	for i := range out {
-		out[i].Cursors = ordered(devices[i], cs[i])
+		out[i].Cursors = tether.OrderCursors(devices[i], cs[i])
 	}
 	return out, nil
 }
@@ -355,7 +335,7 @@ func (s *Store) placeAcks(ctx context.Context, changes []tether.Change) ([][]tet
 		if err != nil {
 			return nil, fmt.Errorf("redis cursors of %s: %w", ch.Device, err)
 		}
-		for _, c := range ordered(ch.Device, cs) {
+		for _, c := range tether.OrderCursors(ch.Device, cs) {
 			key, ids := s.k.log(c.Source).ids, ch.AckIDs
 			looks = append(looks, lookup{i, c.Source})
 			calls = append(calls, plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Hmget().Key(key).Field(ids...).Build() }))

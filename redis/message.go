@@ -344,12 +344,7 @@ func deliveryOf(device string, source tether.Target, seq uint64, cur, hist rueid
 	if err != nil {
 		return tether.Delivery{}, err
 	}
-	r, ok := tether.Range{}, false
-	if i := tether.FindCursor(cs, source); i >= 0 {
-		r, ok = cs[i].State(seq)
-	} else if source.Kind == tether.KindDevice {
-		r, ok = (&tether.Cursor{Source: source}).State(seq)
-	}
+	r, ok := tether.StateIn(cs, source, seq)
 	if !ok {
 		ms, err := hist.AsStrSlice()
 		if err != nil {

@@ -343,7 +343,9 @@ func TestDeployMetricsExported(t *testing.T) {
 	}
 }
 
+// freeAddr returns a loopback address whose port was free a moment ago.
 func freeAddr(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -76,12 +76,7 @@ const (
 // startChild starts `tether serve` on dataDir and waits until it answers.
 func startChild(t *testing.T, dataDir string, extra ...string) *child {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	args := append([]string{"serve", "--data-dir", dataDir, "--listen", addr, "--admin-listen", "127.0.0.1:0",
 		"--token-secret", childSecret, "--api-key", childKey, "--heartbeat", "2s"}, extra...)
 	cmd := exec.Command(os.Args[0], args...)
@@ -303,12 +298,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 // TestDoctorAdmin runs `tether doctor --admin` against a real node process:
 // a healthy node, its sockets by state, and tether_tcp_sockets in /metrics.
 func TestDoctorAdmin(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := ln.Addr().String()
-	ln.Close()
+	admin := freeAddr(t)
 	c := startChild(t, t.TempDir(), "--admin-listen", admin)
 	d := dialDevice(t, c.addr, "pos-1")
 	d.next(5 * time.Second) // welcome
