@@ -15,12 +15,8 @@ set -u
 TETHER=${TETHER:-/tmp/tether}
 OUT=${OUT:-/tmp/engine-bench}
 ROUNDS=${ROUNDS:-3}
-SECRET=bench-token-secret-0123456789abcdef KEY=bench-api-key-0123456789
+. "$(dirname "$0")/common.sh" # SECRET, KEY, free_port, ticks, busy
 mkdir -p "$OUT"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ticks() { awk '{print $14+$15}' /proc/$1/stat; }               # utime+stime of a live process
-busy()  { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; } # all cores
 
 # run STORE NAME [bench flags…]: STORE is embedded or redis (appendfsync
 # everysec, no RDB snapshots).

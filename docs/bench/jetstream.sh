@@ -24,12 +24,8 @@ NATS=${NATS:-$(go env GOPATH)/bin/nats-server}
 OUT=${OUT:-/tmp/js-bench}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-60s}
-SECRET=bench-token-secret-0123456789abcdef KEY=bench-api-key-0123456789
+. "$(dirname "$0")/common.sh" # SECRET, KEY, free_port, ticks, busy
 mkdir -p "$OUT"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ticks() { awk '{print $14+$15}' /proc/$1/stat; }               # utime+stime of a live process
-busy()  { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; } # all cores
 
 # measure NAME SERVER_PID CMD…: runs CMD (the load generator) with its
 # JSON report to $OUT/NAME.json and adds the CPU-seconds used meanwhile:
