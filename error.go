@@ -80,4 +80,6 @@ var (
 	ErrUnavailable = errors.New("store unavailable")
 	// ErrClosed: the store or component was closed.
 	ErrClosed = fmt.Errorf("closed: %w", ErrUnavailable)
+	// ErrLeaseLost: another node holds the webhook sender's lease now.
+	ErrLeaseLost = errors.New("webhook lease held by another node")
 )
