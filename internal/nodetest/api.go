@@ -75,6 +75,7 @@ func (n *Node) API(tb testing.TB, method, path string, body, out any) int {
 func (n *Node) APIWithKey(tb testing.TB, key, method, path string, body, out any) int {
 	tb.Helper()
 	a, err := n.do(context.Background(), key, method, path, body)
+	n.Contract.Report(tb)
 	if err != nil {
 		tb.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -104,6 +105,7 @@ func (n *Node) TryPublish(target string, data any) (Answer, string, error) {
 func (n *Node) Publish(tb testing.TB, target string, data any) string {
 	tb.Helper()
 	a, id, err := n.TryPublish(target, data)
+	n.Contract.Report(tb)
 	if err != nil || a.Status != http.StatusAccepted {
 		tb.Fatalf("publish to %s: status %d %s, %v; want 202", target, a.Status, a.Body, err)
 	}

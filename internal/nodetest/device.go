@@ -75,6 +75,7 @@ func CloseCode(payload []byte) int {
 type DialError struct {
 	Status int
 	Header http.Header // nil if the answer's header could not be read
+	Body   []byte      // the answer's body, when it had a Content-Length
 	Err    error
 }
 
@@ -108,6 +109,9 @@ func Dial(url, tok string, header http.Header, timeout time.Duration) (*Device, 
 			refused = &DialError{Status: status}
 			if r, err := http.ReadResponse(bufio.NewReader(resp), nil); err == nil {
 				refused.Header = r.Header
+				if r.ContentLength >= 0 {
+					refused.Body, _ = io.ReadAll(io.LimitReader(r.Body, 1<<20))
+				}
 			}
 		},
 	}
@@ -142,6 +146,7 @@ func NewDevice(tb testing.TB, c net.Conn, r io.Reader) *Device {
 func (n *Node) Dial(tb testing.TB, tok string) *Device {
 	tb.Helper()
 	d, status, err := n.TryDial(tok, nil)
+	n.Contract.Report(tb)
 	if err != nil {
 		tb.Fatalf("dial: status %d: %v", status, err)
 	}
@@ -177,6 +182,7 @@ func (n *Node) tryDial(path, tok string, header http.Header) (*Device, int, erro
 		status := 0
 		if de, ok := err.(*DialError); ok {
 			status = de.Status
+			n.Contract.checkRefusal(n.URL+path, tok, header, de)
 		}
 		return nil, status, err
 	}

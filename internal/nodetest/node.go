@@ -88,8 +88,12 @@ type Node struct {
 	Metrics  *hub.Metrics
 	Registry *prometheus.Registry
 	// Client makes the node's API calls (Do, API, Publish); Close closes
-	// its idle connections.
+	// its idle connections. Every call it makes is checked against the
+	// OpenAPI document by Contract.
 	Client *http.Client
+	// Contract checks Client's calls against http/openapi.json; MustOpen
+	// and the helpers that take a testing.TB report its mismatches.
+	Contract *Contract
 
 	URL      string // http://127.0.0.1:port, the API listener
 	WSURL    string // ws://127.0.0.1:port; devices connect to WSURL + "/v1/connect"
@@ -114,6 +118,7 @@ func MustOpen(tb testing.TB, o Options) *Node {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() { n.Contract.Report(tb) }) // runs after Close
 	tb.Cleanup(n.Close)
 	return n
 }
@@ -182,7 +187,10 @@ func Open(o Options) (n *Node, err error) {
 	}
 	_, port, _ := net.SplitHostPort(addr)
 	n.Port, _ = strconv.Atoi(port)
-	n.Client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 30 * time.Second}
+	if n.Contract, err = newContract(); err != nil {
+		return n, err
+	}
+	n.Client = &http.Client{Transport: n.Contract.Transport(&http.Transport{MaxIdleConnsPerHost: 64}), Timeout: 30 * time.Second}
 	return n, nil
 }
 
