@@ -49,6 +49,10 @@ type Config struct {
 	// whose ids start with prefix, in id order, and how many match in all
 	// (hub.Hub.OnlineDevices). nil: no device list.
 	Online func(prefix string, limit int) ([]tether.DeviceInfo, int)
+	// StoreServers names the servers the store uses now (the Redis
+	// primary found through Sentinel, after a failover another one); nil
+	// or an empty answer: the page names none (the embedded store).
+	StoreServers func() []string
 	// TokenSecret signs the demo page's device tokens (POST /demo/token);
 	// empty turns that endpoint off.
 	TokenSecret []byte
@@ -171,7 +175,11 @@ func (h *Handler) Stats() ([]byte, error) {
 		return fresh, nil
 	}
 	h.hist.add(s)
-	body, err := json.Marshal(h.hist.stats(h.cfg.Node, h.cfg.LatencyWindow))
+	st := h.hist.stats(h.cfg.Node, h.cfg.LatencyWindow)
+	if h.cfg.StoreServers != nil {
+		st.Store.Servers = h.cfg.StoreServers()
+	}
+	body, err := json.Marshal(st)
 	if err != nil {
 		return nil, err
 	}

@@ -175,6 +175,26 @@ func TestStatsShowsWhatIsExported(t *testing.T) {
 	}
 }
 
+// TestStatsNamesStoreServers: the page names the servers the store uses
+// now, read at every sample (after a Sentinel failover, the new primary).
+func TestStatsNamesStoreServers(t *testing.T) {
+	primary := "127.0.0.1:7001"
+	clk := &clock{t: time.Unix(1000, 0)}
+	h := dashboard.New(dashboard.Config{Gatherer: prometheus.NewRegistry(), StoreServers: func() []string { return []string{primary} }})
+	dashboard.SetNow(h, clk.now)
+	if st := mustStats(t, h); !slices.Equal(st.Store.Servers, []string{"127.0.0.1:7001"}) {
+		t.Errorf("store servers %v, want the primary", st.Store.Servers)
+	}
+	primary = "127.0.0.1:7002"
+	clk.advance(time.Second)
+	if st := mustStats(t, h); !slices.Equal(st.Store.Servers, []string{"127.0.0.1:7002"}) {
+		t.Errorf("after a failover store servers %v, want the new primary", st.Store.Servers)
+	}
+	if st := mustStats(t, dashboard.New(dashboard.Config{Gatherer: prometheus.NewRegistry()})); st.Store.Servers != nil {
+		t.Errorf("without StoreServers the page names %v", st.Store.Servers)
+	}
+}
+
 func TestDevices(t *testing.T) {
 	var gotPrefix string
 	var gotLimit int

@@ -55,6 +55,8 @@ type Latency struct {
 
 // Store is the health of the store: calls and failures by operation.
 type Store struct {
+	// Servers are the servers the store uses now (Config.StoreServers).
+	Servers     []string     `json:"servers,omitempty"`
 	Ops         []StoreOp    `json:"ops"` // sorted by op
 	ErrorsTotal float64      `json:"errors_total"`
 	ErrorsRate  float64      `json:"errors_rate"` // per second

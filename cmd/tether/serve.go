@@ -140,7 +140,7 @@ func openNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 		Registerer:      reg,
 		Dashboard: func(apiAddr string) http.Handler {
 			return dashboard.New(dashboard.Config{Node: cfg.NodeID, Gatherer: reg, Online: h.OnlineDevices,
-				TokenSecret: []byte(sec.TokenSecret), PublicAddr: apiAddr, PublicTLS: cfg.TLSCert != ""})
+				StoreServers: servers, TokenSecret: []byte(sec.TokenSecret), PublicAddr: apiAddr, PublicTLS: cfg.TLSCert != ""})
 		},
 	})
 	if err := srv.Open(); err != nil {

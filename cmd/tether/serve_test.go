@@ -18,6 +18,7 @@ import (
 	"github.com/gobwas/ws"
 	"go.uber.org/goleak"
 
+	"github.com/tetherpush/tether/dashboard"
 	"github.com/tetherpush/tether/internal/redistest"
 	"github.com/tetherpush/tether/token"
 )
@@ -396,8 +397,23 @@ func TestServeOnSentinel(t *testing.T) {
 		_ = json.NewDecoder(resp.Body).Decode(&rep)
 		return rep.StoreServers
 	}
+	page := func() []string { // what the dashboard page names
+		resp, err := http.Get("http://" + admin + "/api/stats")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var st struct {
+			Store struct{ Servers []string } `json:"store"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&st)
+		return st.Store.Servers
+	}
 	if got := servers(); len(got) != 1 || got[0] != ss.Primary.Addr {
 		t.Fatalf("doctor names store servers %v, want the primary %s", got, ss.Primary.Addr)
+	}
+	if got := page(); len(got) != 1 || got[0] != ss.Primary.Addr {
+		t.Fatalf("the dashboard names store servers %v, want the primary %s", got, ss.Primary.Addr)
 	}
 	d := dialDevice(t, c.addr, "pos-1")
 	d.next(5 * time.Second) // welcome
@@ -454,6 +470,10 @@ func TestServeOnSentinel(t *testing.T) {
 	}
 	if got := servers(); len(got) != 1 || got[0] != ss.Replica.Addr {
 		t.Errorf("after the failover doctor names store servers %v, want the promoted replica %s", got, ss.Replica.Addr)
+	}
+	time.Sleep(dashboard.MinInterval) // the page samples at most once per interval
+	if got := page(); len(got) != 1 || got[0] != ss.Replica.Addr {
+		t.Errorf("after the failover the dashboard names store servers %v, want the promoted replica %s", got, ss.Replica.Addr)
 	}
 }
 

@@ -234,7 +234,8 @@
   function renderStore(st) {
     const s = st.store;
     const w = fmtSpan(st.latency.window_s);
-    text("store-summary", fmtInt(s.errors_total) + " errors · " + fmtRate(s.errors_rate) + "/s · rates over " + w);
+    const on = s.servers && s.servers.length > 0 ? "on " + s.servers.join(", ") + " · " : "";
+    text("store-summary", on + fmtInt(s.errors_total) + " errors · " + fmtRate(s.errors_rate) + "/s · rates over " + w);
     const tb = $("store-ops");
     tb.replaceChildren();
     for (const o of s.ops) {
