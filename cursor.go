@@ -395,6 +395,10 @@ type Mark struct {
 // Outcome counts what a set of marks changed.
 type Outcome struct {
 	Acked, Dead, Expired, Cancelled int
+	// Settled are the marks that settled a position, with the attempts
+	// recorded for it: the deliveries the event log reports (SPEC
+	// section 11). Not counted by Add.
+	Settled []Mark
 }
 
 func (o *Outcome) count(s DeliveryState) {
@@ -485,8 +489,13 @@ func ApplyMarks(cs []Cursor, device string, marks []Mark, at time.Time) ([]Curso
 		case StateInflight:
 			c.Sent(m.Seq, m.Attempts)
 		case StateAcked, StateDead, StateExpired, StateCancelled:
-			if c.Settle(m.Seq, m.State, m.Attempts, at) {
+			attempts := m.Attempts
+			if attempts <= 0 {
+				attempts = c.Attempts(m.Seq)
+			}
+			if c.Settle(m.Seq, m.State, attempts, at) {
 				out.count(m.State)
+				out.Settled = append(out.Settled, Mark{Source: m.Source, Seq: m.Seq, State: m.State, Attempts: attempts})
 			}
 		default:
 			continue

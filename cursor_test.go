@@ -1,6 +1,7 @@
 package tether
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -161,8 +162,15 @@ func TestApplyMarks(t *testing.T) {
 		{Source: GroupTarget("g"), Seq: 5, State: StateAcked, Attempts: 3}, // dead already
 	}
 	cs, out, hist := ApplyMarks(cs, "d", marks, at(0))
-	if out != (Outcome{Acked: 1, Dead: 1}) {
+	if out.Acked != 1 || out.Dead != 1 || out.Expired != 0 || out.Cancelled != 0 {
 		t.Errorf("outcome %+v, want 1 acked 1 dead", out)
+	}
+	settled := []Mark{
+		{Source: DeviceTarget("d"), Seq: 1, State: StateAcked, Attempts: 1},
+		{Source: GroupTarget("g"), Seq: 5, State: StateDead, Attempts: 3},
+	}
+	if !slices.Equal(out.Settled, settled) {
+		t.Errorf("settled %+v, want %+v (what the event log reports)", out.Settled, settled)
 	}
 	i := FindCursor(cs, DeviceTarget("d"))
 	if i < 0 || cs[i].Floor != 1 || cs[i].Attempts(2) != 1 {

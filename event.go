@@ -131,3 +131,30 @@ type EventStore interface {
 	// holder still has the lease; ErrLeaseLost (wrapped) otherwise.
 	Sent(ctx context.Context, holder, id string) error
 }
+
+// DeliveryEvents returns the events that report settled (Outcome.Settled)
+// for device at at. message returns the id of the message at a mark's
+// position; a position whose message it does not know ("") has no event.
+func DeliveryEvents(device string, settled []Mark, at time.Time, message func(Mark) string) []LogEvent {
+	var out []LogEvent
+	for _, m := range settled {
+		typ, ok := settledEvent[m.State]
+		if !ok {
+			continue
+		}
+		id := message(m)
+		if id == "" {
+			continue
+		}
+		out = append(out, LogEvent{Type: typ, At: at, Message: id, Target: m.Source.String(), Device: device, Attempts: m.Attempts})
+	}
+	return out
+}
+
+// settledEvent is the event type of each settled state.
+var settledEvent = map[DeliveryState]EventType{
+	StateAcked:     EventAcked,
+	StateDead:      EventDead,
+	StateExpired:   EventExpired,
+	StateCancelled: EventCancelled,
+}

@@ -73,6 +73,13 @@ type Store interface {
 	// expired and whether more work remains.
 	Expire(ctx context.Context, now, purgeBefore time.Time, limit int) (expired int, more bool, err error)
 
+	// Cancel settles message id as cancelled for every device it is
+	// addressed to and has not settled (SPEC section 3, Cancel), appending
+	// a delivery.cancelled event for each in the same transaction. It
+	// returns those devices (sorted): their sessions must stop sending it.
+	// ErrNotFound for an unknown id.
+	Cancel(ctx context.Context, id string, at time.Time) ([]string, error)
+
 	// Message returns a message with the state of each of its deliveries.
 	Message(ctx context.Context, id string) (MessageStatus, error)
 
@@ -87,6 +94,11 @@ type Store interface {
 
 	// Ping checks that the store answers.
 	Ping(ctx context.Context) error
+
+	// EventStore is the store's event log: Commit, Expire and Cancel
+	// append the delivery events of what they settle (Outcome.Settled) in
+	// the same transaction or script.
+	EventStore
 
 	// Close releases the store. It is idempotent; later calls of other
 	// methods return an error wrapping ErrClosed.

@@ -33,6 +33,10 @@ func TestStore(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) tether.Store { return MustOpen(t, t.TempDir()) })
 }
 
+func TestEvents(t *testing.T) {
+	storetest.RunEvents(t, func(t *testing.T) tether.EventStore { return MustOpen(t, t.TempDir()) })
+}
+
 func TestStoreDurable(t *testing.T) {
 	storetest.RunDurable(t, func(t *testing.T, dir string) tether.Store { return MustOpen(t, dir) })
 }

@@ -55,7 +55,7 @@ var (
 
 	allBuckets = [][]byte{
 		bucketLog, bucketSrc, bucketIDs, bucketExp, bucketGC, bucketIdem,
-		bucketCur, bucketHist, bucketMem, bucketMeta,
+		bucketCur, bucketHist, bucketMem, bucketMeta, bucketEvents,
 	}
 
 	keyVersion = []byte("version")

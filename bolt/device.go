@@ -191,14 +191,16 @@ func (s *Store) Commit(ctx context.Context, changes []tether.Change) ([]tether.C
 	err := s.update(ctx, "commit", func(tx *bolt.Tx) error {
 		out = make([]tether.Committed, len(changes))
 		b := bucketsOf(tx)
+		var events []tether.LogEvent
 		for i, ch := range changes {
-			c, err := b.commit(ch)
+			c, evs, err := b.commit(ch)
 			if err != nil {
 				return err
 			}
 			out[i] = c
+			events = append(events, evs...)
 		}
-		return nil
+		return putEvents(tx, events)
 	})
 	if err != nil {
 		return nil, err
@@ -206,16 +208,16 @@ func (s *Store) Commit(ctx context.Context, changes []tether.Change) ([]tether.C
 	return out, nil
 }
 
-// commit applies one change.
-func (b buckets) commit(ch tether.Change) (tether.Committed, error) {
+// commit applies one change and returns the events of what it settled.
+func (b buckets) commit(ch tether.Change) (tether.Committed, []tether.LogEvent, error) {
 	cs, err := b.getCursors(ch.Device)
 	if err != nil {
-		return tether.Committed{}, err
+		return tether.Committed{}, nil, err
 	}
 	marks := ch.Marks
 	if len(ch.AckIDs) > 0 {
 		if marks, err = b.placeAcks(ch.Device, cs, ch.AckIDs, slices.Clone(marks)); err != nil {
-			return tether.Committed{}, err
+			return tether.Committed{}, nil, err
 		}
 	}
 	own := tether.DeviceTarget(ch.Device)
@@ -224,18 +226,25 @@ func (b buckets) commit(ch tether.Change) (tether.Committed, error) {
 		floor = cs[i].Floor
 	}
 	cs, outcome, hist := tether.ApplyMarks(cs, ch.Device, marks, ch.At)
+	events := tether.DeliveryEvents(ch.Device, outcome.Settled, ch.At, b.messageAt) // before dropSettled
 	if err := b.putHistory(ch.Device, hist); err != nil {
-		return tether.Committed{}, err
+		return tether.Committed{}, nil, err
 	}
 	if i := tether.FindCursor(cs, own); i >= 0 && cs[i].Floor > floor {
 		if err := b.dropSettled(own, floor, cs[i].Floor); err != nil {
-			return tether.Committed{}, err
+			return tether.Committed{}, nil, err
 		}
 	}
 	if err := b.putCursors(ch.Device, cs); err != nil {
-		return tether.Committed{}, err
+		return tether.Committed{}, nil, err
 	}
-	return tether.Committed{Outcome: outcome, Cursors: tether.OrderCursors(ch.Device, cs)}, nil
+	return tether.Committed{Outcome: outcome, Cursors: tether.OrderCursors(ch.Device, cs)}, events, nil
+}
+
+// messageAt returns the id of the message at m's position ("" when its
+// entry is gone).
+func (b buckets) messageAt(m tether.Mark) string {
+	return string(b.log.Get(logKey(m.Source, m.Seq)))
 }
 
 // dropSettled deletes the entries of device log source at positions

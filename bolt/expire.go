@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tetherpush/tether"
@@ -35,7 +38,10 @@ func (s *Store) Expire(ctx context.Context, now, purgeBefore time.Time, limit in
 			spans: map[string][]memberSpans{}, purged: map[tether.Target]bool{}}
 		var err error
 		expired, more, err = e.run(now.UnixNano(), purgeBefore.UnixNano(), limit)
-		return err
+		if err != nil {
+			return err
+		}
+		return putEvents(tx, e.events)
 	})
 	if err != nil {
 		return 0, false, err
@@ -52,6 +58,7 @@ type expiry struct {
 	cursors map[string][]tether.Cursor // device → cursors, changed
 	spans   map[string][]memberSpans   // group → membership index
 	purged  map[tether.Target]bool
+	events  []tether.LogEvent // of the deliveries settled
 }
 
 type memberSpans struct {
@@ -72,6 +79,9 @@ func (e *expiry) run(nowN, purgeN int64, limit int) (expired int, more bool, err
 		}
 		t, id := splitTimeKey(k)
 		n, err := e.expireMessage(id)
+		if errors.Is(err, tether.ErrNotFound) {
+			n, err = 0, nil // purged meanwhile
+		}
 		if err != nil {
 			return 0, false, err
 		}
@@ -108,6 +118,33 @@ func (e *expiry) run(nowN, purgeN int64, limit int) (expired int, more bool, err
 	return expired, more, e.trim()
 }
 
+// Cancel settles message id as cancelled for the devices it is addressed
+// to that have not settled it, with their delivery.cancelled events, in
+// one write of the group commit. See tether.Store.
+func (s *Store) Cancel(ctx context.Context, id string, at time.Time) ([]string, error) {
+	if id == "" || len(id) > tether.MaxMessageIDLength {
+		return nil, fmt.Errorf("message %q: %w", id, tether.ErrNotFound)
+	}
+	var devices []string
+	err := s.update(ctx, "cancel", func(tx *bolt.Tx) error {
+		e := &expiry{b: bucketsOf(tx), now: at, cursors: map[string][]tether.Cursor{},
+			spans: map[string][]memberSpans{}, purged: map[tether.Target]bool{}}
+		var err error
+		if devices, err = e.settleMessage(id, tether.StateCancelled); err != nil {
+			return err
+		}
+		if err := e.flush(); err != nil {
+			return err
+		}
+		return putEvents(tx, e.events)
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(devices)
+	return devices, nil
+}
+
 // dueKeys returns copies of the first limit+1 keys of an expiry index
 // whose time satisfies due (the extra key says that more work remains).
 func dueKeys(index *bolt.Bucket, limit int, due func(t int64) bool) [][]byte {
@@ -125,23 +162,31 @@ func dueKeys(index *bolt.Bucket, limit int, due func(t int64) bool) [][]byte {
 // expireMessage settles message id as expired for every device it is
 // addressed to that has not settled it, and returns how many.
 func (e *expiry) expireMessage(id string) (int, error) {
+	devices, err := e.settleMessage(id, tether.StateExpired)
+	return len(devices), err
+}
+
+// settleMessage settles message id with state for every device it is
+// addressed to that has not settled it, notes their events in e.events
+// and returns those devices. ErrNotFound (wrapped) for an unknown id.
+func (e *expiry) settleMessage(id string, state tether.DeliveryState) ([]string, error) {
 	v := e.b.ids.Get([]byte(id))
 	if v == nil {
-		return 0, nil
+		return nil, fmt.Errorf("message %s: %w", id, tether.ErrNotFound)
 	}
 	p, _, err := decodeEntry(v)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	devices, err := e.addressed(p.source, p.seq)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	n := 0
+	var settled []string
 	for _, d := range devices {
 		cs, err := e.cursorsOf(d)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		i := tether.FindCursor(cs, p.source)
 		if i < 0 {
@@ -151,12 +196,15 @@ func (e *expiry) expireMessage(id string) (int, error) {
 			cs = append(cs, tether.Cursor{Source: p.source})
 			i = len(cs) - 1
 		}
-		if cs[i].Settle(p.seq, tether.StateExpired, 0, e.now) {
-			n++
+		attempts := cs[i].Attempts(p.seq)
+		if cs[i].Settle(p.seq, state, attempts, e.now) {
+			settled = append(settled, d)
+			mark := tether.Mark{Source: p.source, Seq: p.seq, State: state, Attempts: attempts}
+			e.events = append(e.events, tether.DeliveryEvents(d, []tether.Mark{mark}, e.now, func(tether.Mark) string { return id })...)
 		}
 		e.cursors[d] = cs
 	}
-	return n, nil
+	return settled, nil
 }
 
 // addressed returns the devices position seq of source is addressed to,

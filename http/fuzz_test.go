@@ -35,6 +35,7 @@ import (
 	"github.com/tetherpush/tether"
 	"github.com/tetherpush/tether/bolt"
 	"github.com/tetherpush/tether/hub"
+	"github.com/tetherpush/tether/internal/eventtest"
 	"github.com/tetherpush/tether/wire"
 )
 
@@ -479,7 +480,8 @@ func (c *fuzzConn) closeCode(t *testing.T) int {
 // device's log until they are acked. While gate is set, Commit waits for it
 // to be closed (or for its context).
 type recordingStore struct {
-	gate chan struct{}
+	*eventtest.Memory // the event log: not what these tests look at
+	gate              chan struct{}
 
 	mu      sync.Mutex // guards following
 	acks    map[string][]string
@@ -490,7 +492,7 @@ type recordingStore struct {
 var _ tether.Store = (*recordingStore)(nil)
 
 func newRecordingStore() *recordingStore {
-	return &recordingStore{acks: make(map[string][]string), pending: make(map[string][]*tether.Message), changed: make(chan struct{})}
+	return &recordingStore{Memory: eventtest.NewMemory(), acks: make(map[string][]string), pending: make(map[string][]*tether.Message), changed: make(chan struct{})}
 }
 
 // waitForAll waits until device's acks hold every one of ids and returns
@@ -609,3 +611,8 @@ func (s *recordingStore) Group(_ context.Context, id string) (tether.GroupInfo, 
 }
 func (s *recordingStore) Ping(context.Context) error { return nil }
 func (s *recordingStore) Close() error               { return nil }
+
+// Cancel knows no message.
+func (s *recordingStore) Cancel(context.Context, string, time.Time) ([]string, error) {
+	return nil, tether.ErrNotFound
+}

@@ -190,6 +190,8 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("POST /v1/messages", s.auth(s.handlePublish))
 	mux.Handle("POST /v1/messages/batch", s.auth(s.handleBatch))
 	mux.Handle("GET /v1/messages/{id}", s.auth(s.handleMessage))
+	mux.Handle("DELETE /v1/messages/{id}", s.auth(s.handleCancel))
+	mux.Handle("GET /v1/events", s.auth(s.handleEvents))
 	mux.Handle("GET /v1/devices/{id}", s.auth(s.handleDevice))
 	mux.Handle("GET /v1/groups/{id}", s.auth(s.handleGroup))
 	mux.Handle("PUT /v1/groups/{g}/devices/{d}", s.auth(s.handleMember))

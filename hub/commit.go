@@ -121,9 +121,11 @@ func (c *commitLoop) commit(ctx context.Context, batch []*Session) bool {
 	if err != nil && !errors.Is(err, context.Canceled) {
 		h.log.Warn("committing acks failed; they are kept and committed again", "sessions", len(changes), "err", err)
 	}
+	settled := false
 	for i, s := range sessions {
 		var got []tether.Cursor
 		if err == nil {
+			settled = settled || len(res[i].Settled) > 0
 			h.m.Acks.Add(float64(res[i].Acked))
 			h.m.Dead.Add(float64(res[i].Dead))
 			got = res[i].Cursors
@@ -135,6 +137,9 @@ func (c *commitLoop) commit(ctx context.Context, batch []*Session) bool {
 		if finished {
 			h.finished(s)
 		}
+	}
+	if settled {
+		h.events.appended()
 	}
 	return err == nil
 }

@@ -37,6 +37,7 @@ const (
 	DefaultMaxFrameRate   = 100 // client frames per second, sustained
 	DefaultMaxBackoff     = 32  // redelivery backoff cap, in ack timeouts
 	DefaultMaxDeliveryLag = 5 * time.Second
+	DefaultEventRetention = 24 * time.Hour
 )
 
 // Config configures a Hub. Zero fields mean the documented default.
@@ -64,8 +65,14 @@ type Config struct {
 	// publishes with 503 overloaded (SPEC section 3); default
 	// DefaultMaxDeliveryLag.
 	MaxDeliveryLag time.Duration
-	Logger         *slog.Logger
-	Metrics        *Metrics // default: unregistered metrics
+	// EventRetention is how long the event log keeps events (SPEC section
+	// 11); default DefaultEventRetention.
+	EventRetention time.Duration
+	// OnEvents, when set, is called after this node appended events (the
+	// webhook sender's Notify). It must not block.
+	OnEvents func()
+	Logger   *slog.Logger
+	Metrics  *Metrics // default: unregistered metrics
 	// Fleet shares presence and events with the other nodes; nil for a
 	// single node.
 	Fleet tether.Fleet
@@ -84,6 +91,7 @@ func (c *Config) setDefaults() {
 	def(&c.SweepInterval, DefaultSweepInterval)
 	def(&c.Retention, DefaultRetention)
 	def(&c.MaxDeliveryLag, DefaultMaxDeliveryLag)
+	def(&c.EventRetention, DefaultEventRetention)
 	if c.MaxInflight <= 0 {
 		c.MaxInflight = tether.DefaultMaxInflight
 	}
@@ -115,6 +123,7 @@ type Hub struct {
 	reads  readLoop
 	commit commitLoop
 	health health
+	events events
 	fleet  *fleet // nil for a single node
 	ids    ids
 
@@ -150,6 +159,7 @@ func New(st tether.Store, cfg Config) *Hub {
 	h.reads.init(h)
 	h.commit.init(h)
 	h.health.init(h)
+	h.events.init(h)
 	return h
 }
 
@@ -165,6 +175,7 @@ func (h *Hub) Open() error {
 	h.goLabeled("hub-committer", h.commit.run)
 	h.goLabeled("hub-health", h.health.run)
 	h.goLabeled("hub-sweeper", h.sweeper)
+	h.goLabeled("hub-events", h.events.run)
 	h.goFleet()
 	return nil
 }
@@ -355,6 +366,9 @@ func (h *Hub) sweeper(ctx context.Context) {
 				break
 			}
 			h.m.Expired.Add(float64(n))
+			if n > 0 {
+				h.events.appended()
+			}
 			if !more {
 				break
 			}

@@ -237,6 +237,14 @@ func (s *Session) loaded(cs []tether.Cursor) {
 			join = append(join, len(d.readers)-1)
 		}
 	}
+	if b := d.b; b != nil {
+		for id, f := range b.window {
+			src := d.readers[f.reader].source
+			if i := slices.IndexFunc(cs, func(c tether.Cursor) bool { return c.Source == src }); i >= 0 && cs[i].IsSettled(f.seq) {
+				delete(b.window, id) // settled elsewhere (cancelled): never sent again
+			}
+		}
+	}
 	d.loaded = true
 	again := d.reload
 	d.reload, d.paused = false, again

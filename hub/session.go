@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tetherpush/tether"
 	"github.com/tetherpush/tether/wire"
 )
 
@@ -93,6 +94,7 @@ func (h *Hub) Attach(id, device string, groups []string, tokenExp time.Time, con
 	if old != nil {
 		old.Close(wire.CloseReplaced)
 	}
+	h.events.presence(tether.EventOnline, device, 0)
 	welcome := wire.EncodeWelcome(wire.Welcome{
 		Device: device, Groups: groups, Node: h.cfg.Node,
 		HeartbeatMS:  h.cfg.Heartbeat.Milliseconds(),
@@ -235,6 +237,7 @@ func (s *Session) Close(code int) {
 	}
 	h.sched.set(s, time.Time{})
 	h.Forget(s.device, s.id)
+	h.events.presence(tether.EventOffline, s.device, code)
 	if code != 0 {
 		h.m.Closes.WithLabelValues(codeLabel(code)).Inc()
 	}

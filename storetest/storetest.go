@@ -73,6 +73,10 @@ func Run(t *testing.T, open func(t *testing.T) tether.Store) {
 		{"Closed", testClosed},
 		{"CloseWhileBusy", testCloseWhileBusy},
 		{"Concurrent", testConcurrent},
+		{"DeliveryEvents", testDeliveryEvents},
+		{"AckIDEvents", testAckIDEvents},
+		{"ExpireEvents", testExpireEvents},
+		{"Cancel", testCancel},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

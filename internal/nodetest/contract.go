@@ -115,6 +115,8 @@ type contractTransport struct {
 	next http.RoundTripper
 }
 
+// RoundTrip sends req and checks the request and its answer against the
+// document once the answer's body is read.
 func (t *contractTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	var reqBody []byte
 	if req.Body != nil && req.Body != http.NoBody {
@@ -153,6 +155,7 @@ type checkedBody struct {
 	check func()
 }
 
+// Close closes the body and runs the check of its answer once.
 func (b *checkedBody) Close() error {
 	b.once.Do(b.check)
 	return nil

@@ -1,0 +1,220 @@
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tetherpush/tether"
+	bolt "go.etcd.io/bbolt"
+)
+
+// The event log (SPEC section 11) lives in bucket ev: one record per
+// write call that appended events (a Commit, an Expire, a Cancel, an
+// Append), under the bucket's next sequence (8 bytes, big-endian), holding
+// the JSON array of its events. An event's ID is that sequence and its
+// index in the record, "%016x.%06x": string order is log order, and one
+// put per call keeps the log's cost per acked delivery small.
+//
+// The webhook sender's lease and progress live in meta under keyLease
+// (holder, 0x00, expiry UnixNano(8)) and keySent (the ID last sent).
+var (
+	bucketEvents = []byte("ev")
+	keyLease     = []byte("webhook.lease")
+	keySent      = []byte("webhook.sent")
+)
+
+// maxBatchEvents bounds the events of one record, so that an ID's index
+// fits its six hex digits; a call with more writes several records.
+const maxBatchEvents = 1 << 20
+
+// eventID returns the ID of event i of record seq.
+func eventID(seq uint64, i int) string { return fmt.Sprintf("%016x.%06x", seq, i) }
+
+// parseEventID splits an ID made by eventID; EInvalid for anything else.
+func parseEventID(id string) (seq uint64, i int, err error) {
+	a, b, ok := strings.Cut(id, ".")
+	s, err1 := strconv.ParseUint(a, 16, 64)
+	n, err2 := strconv.ParseUint(b, 16, 32)
+	if !ok || len(a) != 16 || len(b) != 6 || err1 != nil || err2 != nil {
+		return 0, 0, tether.Errorf(tether.EInvalid, "event cursor %q: not an event id of this store", id)
+	}
+	return s, int(n), nil
+}
+
+// putEvents appends events as records of bucket ev, setting their IDs.
+func putEvents(tx *bolt.Tx, events []tether.LogEvent) error {
+	ev := tx.Bucket(bucketEvents)
+	for len(events) > 0 {
+		batch := events[:min(len(events), maxBatchEvents)]
+		events = events[len(batch):]
+		seq, err := ev.NextSequence()
+		if err != nil {
+			return err
+		}
+		for i := range batch {
+			batch[i].ID = ""
+		}
+		v, err := json.Marshal(batch)
+		if err != nil {
+			return err
+		}
+		if err := ev.Put(binary.BigEndian.AppendUint64(nil, seq), v); err != nil {
+			return err
+		}
+		for i := range batch {
+			batch[i].ID = eventID(seq, i)
+		}
+	}
+	return nil
+}
+
+// decodeEvents decodes record seq, setting the events' IDs.
+func decodeEvents(seq uint64, v []byte) ([]tether.LogEvent, error) {
+	var evs []tether.LogEvent
+	if err := json.Unmarshal(v, &evs); err != nil {
+		return nil, fmt.Errorf("event record %d: %w", seq, errCorrupt)
+	}
+	for i := range evs {
+		evs[i].ID = eventID(seq, i)
+	}
+	return evs, nil
+}
+
+// Append adds events at the end of the log in one write of the group
+// commit. See tether.EventStore.
+func (s *Store) Append(ctx context.Context, events []tether.LogEvent) error {
+	if len(events) == 0 {
+		return s.check(ctx, "append events")
+	}
+	ids := make([]string, len(events))
+	err := s.update(ctx, "append events", func(tx *bolt.Tx) error {
+		batch := append([]tether.LogEvent(nil), events...)
+		if err := putEvents(tx, batch); err != nil {
+			return err
+		}
+		for i := range batch {
+			ids[i] = batch[i].ID
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i := range events {
+		events[i].ID = ids[i]
+	}
+	return nil
+}
+
+// Events returns up to limit events after the event after, oldest first.
+// EInvalid for a cursor this store did not make. See tether.EventStore.
+func (s *Store) Events(ctx context.Context, after string, limit int) ([]tether.LogEvent, error) {
+	var seq uint64
+	idx := -1
+	if after != "" {
+		var err error
+		if seq, idx, err = parseEventID(after); err != nil {
+			return nil, err
+		}
+	}
+	if limit < 1 {
+		return nil, tether.Errorf(tether.EInvalid, "events limit %d: must be at least 1", limit)
+	}
+	var out []tether.LogEvent
+	err := s.view(ctx, "events", func(tx *bolt.Tx) error {
+		out = nil
+		c := tx.Bucket(bucketEvents).Cursor()
+		for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, seq)); k != nil && len(out) < limit; k, v = c.Next() {
+			ks := binary.BigEndian.Uint64(k)
+			evs, err := decodeEvents(ks, v)
+			if err != nil {
+				return err
+			}
+			for i, e := range evs {
+				if (ks > seq || i > idx) && len(out) < limit {
+					out = append(out, e)
+				}
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Trim drops the records whose every event happened before before. See
+// tether.EventStore.
+func (s *Store) Trim(ctx context.Context, before time.Time) error {
+	return s.update(ctx, "trim events", func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEvents).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.First() {
+			evs, err := decodeEvents(binary.BigEndian.Uint64(k), v)
+			if err != nil {
+				return err
+			}
+			for _, e := range evs {
+				if !e.At.Before(before) {
+					return nil
+				}
+			}
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Lease takes or renews the webhook sender's lease (a shorter ttl
+// shortens it). See tether.EventStore.
+func (s *Store) Lease(ctx context.Context, holder string, ttl time.Duration) (bool, string, error) {
+	if holder == "" {
+		return false, "", tether.Errorf(tether.EInvalid, "lease holder: must not be empty")
+	}
+	var (
+		held bool
+		sent string
+	)
+	err := s.update(ctx, "lease", func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		now := time.Now()
+		if cur, until, ok := decodeLease(meta.Get(keyLease)); ok && cur != holder && now.Before(until) {
+			held, sent = false, ""
+			return nil
+		}
+		v := append(append([]byte(holder), 0), binary.BigEndian.AppendUint64(nil, uint64(now.Add(ttl).UnixNano()))...)
+		held, sent = true, string(meta.Get(keySent))
+		return meta.Put(keyLease, v)
+	})
+	return held, sent, err
+}
+
+// Sent records the webhook sender's progress if holder has the lease.
+// See tether.EventStore.
+func (s *Store) Sent(ctx context.Context, holder, id string) error {
+	if _, _, err := parseEventID(id); err != nil {
+		return err
+	}
+	return s.update(ctx, "sent", func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		cur, until, ok := decodeLease(meta.Get(keyLease))
+		if !ok || cur != holder || !time.Now().Before(until) {
+			return fmt.Errorf("bolt sent: %w", tether.ErrLeaseLost)
+		}
+		return meta.Put(keySent, []byte(id))
+	})
+}
+
+// decodeLease splits a keyLease value.
+func decodeLease(v []byte) (holder string, until time.Time, ok bool) {
+	i := bytes.IndexByte(v, 0)
+	if i < 0 || len(v) != i+9 {
+		return "", time.Time{}, false
+	}
+	return string(v[:i]), time.Unix(0, int64(binary.BigEndian.Uint64(v[i+1:]))), true
+}
