@@ -80,6 +80,12 @@ type serveConfig struct {
 	ShutdownTimeout time.Duration
 	MaxDeliveryLag  time.Duration
 
+	// WebhookURL receives the event log in signed batches (SPEC section
+	// 11); "" sends none. WebhookSecret keys the signature.
+	WebhookURL     string
+	WebhookSecret  string
+	EventRetention time.Duration
+
 	LogLevel  string // debug, info, warn or error
 	LogFormat string // text or json
 }
@@ -116,6 +122,9 @@ func serveFlags(c *serveConfig, getenv func(string) string, help io.Writer) *fla
 	f.Int(&c.MaxConnectRate, "max-connect-rate", 0, "new WebSocket sessions per second, over it 503 (a reconnect storm is shed); 0 = unlimited")
 	f.Duration(&c.ShutdownTimeout, "shutdown-timeout", tether.DefaultShutdownTimeout, "longest drain after SIGTERM")
 	f.Duration(&c.MaxDeliveryLag, "max-delivery-lag", hub.DefaultMaxDeliveryLag, "publishes are refused with 503 overloaded while the node is a quarter of this `duration` behind")
+	f.String(&c.WebhookURL, "webhook-url", "", "`URL` that receives the event log (receipts, presence) in signed batches")
+	f.String(&c.WebhookSecret, "webhook-secret", "", "`secret` that signs webhook batches (Tether-Signature); required with --webhook-url")
+	f.Duration(&c.EventRetention, "event-retention", hub.DefaultEventRetention, "how long the event log keeps events")
 	f.String(&c.LogLevel, "log-level", defaultLogLevel, "`level`: debug, info, warn or error")
 	f.String(&c.LogFormat, "log-format", defaultLogFormat, "`format`: text or json")
 	return f
@@ -193,8 +202,27 @@ func (c *serveConfig) validate(hostname func() (string, error)) error {
 		bad("--tls-cert and --tls-key: give both or neither")
 	}
 	errs = append(errs, c.validateLimits()...)
+	errs = append(errs, c.validateWebhook()...)
 	errs = append(errs, c.validateLog()...)
 	return errors.Join(errs...)
+}
+
+// validateWebhook checks --webhook-url and --webhook-secret.
+func (c *serveConfig) validateWebhook() []error {
+	if c.WebhookURL == "" {
+		if c.WebhookSecret != "" {
+			return []error{errors.New("--webhook-secret without --webhook-url: give the URL that receives the events")}
+		}
+		return nil
+	}
+	var errs []error
+	if u, err := url.Parse(c.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("--webhook-url %q: want an http:// or https:// URL", c.WebhookURL))
+	}
+	if c.WebhookSecret == "" {
+		errs = append(errs, errors.New("--webhook-url needs --webhook-secret: receivers check each batch's Tether-Signature with it"))
+	}
+	return errs
 }
 
 // validateNodeID sets the default node id and checks it.
@@ -262,6 +290,7 @@ func (c *serveConfig) validateLimits() []error {
 		{"max-ttl", c.MaxTTL},
 		{"shutdown-timeout", c.ShutdownTimeout},
 		{"max-delivery-lag", c.MaxDeliveryLag},
+		{"event-retention", c.EventRetention},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("--%s %v: must be positive", d.name, d.v))
@@ -425,5 +454,7 @@ func (c serveConfig) LogValue() slog.Value {
 		slog.Duration("max_ttl", c.MaxTTL), slog.Int("max_attempts", c.MaxAttempts),
 		slog.Int("max_connections", c.MaxConnections), slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Duration("max_delivery_lag", c.MaxDeliveryLag),
+		slog.String("webhook_url", c.WebhookURL), slog.String("webhook_secret", given(c.WebhookSecret)),
+		slog.Duration("event_retention", c.EventRetention),
 	)
 }

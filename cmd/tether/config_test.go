@@ -33,7 +33,7 @@ func TestParseServeDefaults(t *testing.T) {
 		RedisURL: "redis://127.0.0.1:6379/0", RedisReplicaTimeout: time.Second, NodeID: host + ":8080",
 		Heartbeat: 25 * time.Second, AckTimeout: 30 * time.Second, MaxInflight: 256, MaxMessageBytes: 65536,
 		MaxTTL: 168 * time.Hour, MaxAttempts: 0, MaxConnections: 0, ShutdownTimeout: 30 * time.Second,
-		MaxDeliveryLag: 5 * time.Second, LogLevel: "info", LogFormat: "text",
+		MaxDeliveryLag: 5 * time.Second, EventRetention: 24 * time.Hour, LogLevel: "info", LogFormat: "text",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", c, want)
@@ -111,6 +111,10 @@ func TestParseServeErrors(t *testing.T) {
 		{"min replicas", nil, []string{"--store", "redis", "--redis-min-replicas", "-1"}, "--redis-min-replicas -1: must be 0 or more"},
 		{"replica timeout", nil, []string{"--store", "redis", "--redis-replica-timeout", "0s"}, "--redis-replica-timeout 0s: must be positive"},
 		{"sentinel and cluster", nil, []string{"--store", "redis", "--redis-url", "redis://mymaster/0", "--redis-sentinel", "10.0.0.1:26379", "--redis-cluster"}, "give one or the other"},
+		{"webhook url", nil, []string{"--webhook-url", "ftp://x/hook", "--webhook-secret", "s"}, `--webhook-url "ftp://x/hook": want an http:// or https:// URL`},
+		{"webhook without secret", nil, []string{"--webhook-url", "http://127.0.0.1:9000/hook"}, "--webhook-url needs --webhook-secret"},
+		{"webhook secret alone", map[string]string{"TETHER_WEBHOOK_SECRET": "s"}, nil, "--webhook-secret without --webhook-url"},
+		{"event retention", nil, []string{"--event-retention", "0s"}, "--event-retention 0s: must be positive"},
 		{"node id", nil, []string{"--node-id", "node 1"}, `--node-id "node 1"`},
 		{"data dir", nil, []string{"--data-dir", ""}, "--data-dir: must not be empty"},
 		{"log level", nil, []string{"--log-level", "loud"}, `--log-level "loud"`},

@@ -23,6 +23,7 @@ import (
 	"github.com/tetherpush/tether/hub"
 	"github.com/tetherpush/tether/internal/secret"
 	"github.com/tetherpush/tether/redis"
+	"github.com/tetherpush/tether/webhook"
 )
 
 // serveMain runs `tether serve` until ctx ends (SIGINT/SIGTERM), then
@@ -56,6 +57,8 @@ type node struct {
 	store tether.Store
 	hub   *hub.Hub
 	srv   *tetherhttp.Server
+	// webhook sends the event log to --webhook-url; nil without it.
+	webhook *webhook.Sender
 }
 
 // openStore opens the configured store and, for Redis, its fleet.
@@ -99,7 +102,16 @@ func openNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 	if c, ok := st.(interface{ Collector() prometheus.Collector }); ok {
 		reg.MustRegister(c.Collector())
 	}
+	var snd *webhook.Sender // nil without --webhook-url
+	notify := func() {}
+	if cfg.WebhookURL != "" {
+		snd = webhook.New(st, webhook.Config{URL: cfg.WebhookURL, Secret: []byte(cfg.WebhookSecret), Holder: cfg.NodeID,
+			Logger: log.With("component", "webhook"), Metrics: webhook.NewMetrics(reg)})
+		notify = snd.Notify
+	}
 	h := hub.New(st, hub.Config{
+		EventRetention: cfg.EventRetention,
+		OnEvents:       notify,
 		Node:           cfg.NodeID,
 		Heartbeat:      cfg.Heartbeat,
 		AckTimeout:     cfg.AckTimeout,
@@ -113,6 +125,13 @@ func openNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 	if err := h.Open(); err != nil {
 		st.Close()
 		return nil, err
+	}
+	if snd != nil {
+		if err := snd.Open(); err != nil {
+			h.Close()
+			st.Close()
+			return nil, fmt.Errorf("webhook: %w", err)
+		}
 	}
 	admin := cfg.AdminListen
 	if admin == "" {
@@ -145,10 +164,13 @@ func openNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 	})
 	if err := srv.Open(); err != nil {
 		h.Close()
+		if snd != nil {
+			snd.Close()
+		}
 		st.Close()
 		return nil, err
 	}
-	n := &node{log: log, store: st, hub: h, srv: srv}
+	n := &node{log: log, store: st, hub: h, srv: srv, webhook: snd}
 	n.announce(cfg, sec)
 	return n, nil
 }
@@ -197,6 +219,9 @@ func (n *node) shutdown(timeout time.Duration) error {
 	n.log.Info("listeners closed", "took", time.Since(start).Round(time.Millisecond).String(), "err", err)
 	n.hub.Close()
 	n.srv.Close()
+	if n.webhook != nil {
+		n.webhook.Close() // hands the lease over to another node at once
+	}
 	if e := n.store.Close(); err == nil {
 		err = e
 	}
