@@ -73,9 +73,11 @@ func (c *cursorCache) put(device, v string) {
 }
 
 // change is what update does to one device's cursors: it returns the new
-// cursors and the history ranges to add. It may run several times (once
-// per attempt), each time on the current cursors.
-type change func(i int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error)
+// cursors, the history ranges to add and the events that report what it
+// settled (appended with the cursors, in the same script). It may run
+// several times (once per attempt), each time on the current cursors, so
+// the events of a lost attempt are never written.
+type change func(i int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, []tether.LogEvent, error)
 
 // update applies fn to the cursors of each of devices and writes them back
 // with compare-and-set, in one pipeline per attempt. It starts from the
@@ -105,7 +107,9 @@ func (s *Store) update(ctx context.Context, op string, devices []string, fresh b
 		sent := make([]int, 0, len(todo))
 		writes := make([]string, len(devices))
 		for _, i := range todo {
-			c, blob, changed, err := s.casCall(devices[i], base[i], func(cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error) { return fn(i, cs) })
+			c, blob, changed, err := s.casCall(devices[i], base[i], func(cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, []tether.LogEvent, error) {
+				return fn(i, cs)
+			})
 			if err != nil {
 				return nil, err
 			}
@@ -152,14 +156,15 @@ func (s *Store) casRound(ctx context.Context, op string, devices []string, units
 }
 
 // casCall returns the cas script writing the cursors fn makes of the
-// encoded cursors old, the value it writes, and whether fn changed
+// encoded cursors old, with the events fn reports (but on a cluster,
+// which keeps no event log), the value it writes, and whether fn changed
 // anything (the value, or history to add).
-func (s *Store) casCall(device, old string, fn func([]tether.Cursor) ([]tether.Cursor, []tether.HistOp, error)) (unit, string, bool, error) {
+func (s *Store) casCall(device, old string, fn func([]tether.Cursor) ([]tether.Cursor, []tether.HistOp, []tether.LogEvent, error)) (unit, string, bool, error) {
 	cs, err := ledger.DecodeCursors([]byte(old))
 	if err != nil {
 		return unit{}, "", false, fmt.Errorf("redis cursors of %s: %w", device, err)
 	}
-	cs, hist, err := fn(cs)
+	cs, hist, events, err := fn(cs)
 	if err != nil {
 		return unit{}, "", false, err
 	}
@@ -167,11 +172,21 @@ func (s *Store) casCall(device, old string, fn func([]tether.Cursor) ([]tether.C
 	if len(cs) > 0 {
 		blob = string(ledger.EncodeCursors(cs))
 	}
+	lines, n := "", "0"
+	if len(events) > 0 && s.eventsOn() {
+		if lines, err = encodeEvents(events); err != nil {
+			return unit{}, "", false, fmt.Errorf("redis events of %s: %w", device, err)
+		}
+		n = strconv.Itoa(len(events))
+	}
 	keys := []string{s.k.cursors(device)}
-	args := []string{old, blob}
+	args := []string{old, blob, lines, n}
 	for _, h := range hist {
 		keys = append(keys, s.k.hist(device, h.Source))
 		args = append(args, strconv.Itoa(len(keys)), strconv.FormatUint(h.Range.To, 10), histMember(h.Range))
+	}
+	if lines != "" {
+		keys = append(keys, s.k.eventLog().log)
 	}
 	return unit{sc: scriptCAS, keys: keys, args: args}, blob, blob != old || len(hist) > 0, nil
 }
@@ -262,9 +277,12 @@ func (s *Store) Cursors(ctx context.Context, devices []string) ([][]tether.Curso
 
 // Commit applies each change to its device's cursors with compare-and-set:
 // one script per device, all in one pipeline (plus one round trip to find
-// the positions of acks by id, when a change has some, and one for
-// devices the store has not seen yet). EInvalid for a bad device id. See
-// tether.Store.
+// the positions of acks by id, when a change has some, one for devices
+// the store has not seen yet, and one for the message ids of settled
+// positions it did not publish or read recently). The script that writes
+// a device's cursors appends the delivery events of what they settle
+// (Outcome.Settled) to the event log, but on a Redis Cluster. EInvalid
+// for a bad device id. See tether.Store.
 func (s *Store) Commit(ctx context.Context, changes []tether.Change) ([]tether.Committed, error) {
 	for _, ch := range changes {
 		if err := tether.CheckID("device", ch.Device); err != nil {
@@ -285,11 +303,22 @@ func (s *Store) Commit(ctx context.Context, changes []tether.Change) ([]tether.C
 	if err != nil {
 		return nil, err
 	}
+	var ids map[pos]string
+	if s.eventsOn() {
+		if ids, err = s.knownIDs(ctx, "commit", marks); err != nil {
+			return nil, err
+		}
+	}
+	idOf := func(m tether.Mark) string { return ids[pos{m.Source, m.Seq}] }
 	out := make([]tether.Committed, len(changes))
-	cs, err := s.update(ctx, "commit", devices, false, func(i int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error) {
+	cs, err := s.update(ctx, "commit", devices, false, func(i int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, []tether.LogEvent, error) {
 		cs, outcome, hist := tether.ApplyMarks(cs, changes[i].Device, marks[i], changes[i].At)
 		out[i].Outcome = outcome
-		return cs, hist, nil
+		var events []tether.LogEvent
+		if ids != nil {
+			events = tether.DeliveryEvents(changes[i].Device, outcome.Settled, changes[i].At, idOf)
+		}
+		return cs, hist, events, nil
 	})
 	if err != nil {
 		return nil, err
@@ -351,7 +380,8 @@ func (s *Store) placeAcks(ctx context.Context, changes []tether.Change) ([][]tet
 			return nil, fmt.Errorf("redis commit: %w", err)
 		}
 		marks := slices.Clone(out[l.change])
-		for _, v := range vals {
+		ids := changes[l.change].AckIDs
+		for k, v := range vals {
 			str, err := v.ToString()
 			if err != nil {
 				continue // not in this log
@@ -361,6 +391,9 @@ func (s *Store) placeAcks(ctx context.Context, changes []tether.Change) ([][]tet
 				return nil, fmt.Errorf("redis commit: %w", err)
 			}
 			marks = append(marks, tether.Mark{Source: l.source, Seq: seq, State: tether.StateAcked})
+			if s.eventsOn() && k < len(ids) {
+				s.ids.putOne(pos{l.source, seq}, ids[k])
+			}
 		}
 		out[l.change] = marks
 	}

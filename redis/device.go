@@ -31,7 +31,7 @@ func (s *Store) Join(ctx context.Context, device string, groups []string) error 
 	if err != nil {
 		return err
 	}
-	_, err = s.update(ctx, "join", []string{device}, false, func(_ int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error) {
+	_, err = s.update(ctx, "join", []string{device}, false, func(_ int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, []tether.LogEvent, error) {
 		if tether.FindCursor(cs, tether.DeviceTarget(device)) < 0 {
 			cs = append(cs, tether.Cursor{Source: tether.DeviceTarget(device)})
 		}
@@ -51,7 +51,7 @@ func (s *Store) Join(ctx context.Context, device string, groups []string) error 
 				hist = append(hist, c.Advance()...)
 			}
 		}
-		return cs, hist, nil
+		return cs, hist, nil, nil
 	})
 	return err
 }
@@ -146,13 +146,13 @@ func (s *Store) Leave(ctx context.Context, group, device string) error {
 		return err
 	}
 	t := tether.GroupTarget(group)
-	_, err = s.update(ctx, "leave", []string{device}, false, func(_ int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error) {
+	_, err = s.update(ctx, "leave", []string{device}, false, func(_ int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, []tether.LogEvent, error) {
 		i := tether.FindCursor(cs, t)
 		if i < 0 || !cs[i].Member() {
-			return cs, nil, nil
+			return cs, nil, nil, nil
 		}
 		if _, open := openSpan(spans[0]); open {
-			return cs, nil, nil // joined again meanwhile
+			return cs, nil, nil, nil // joined again meanwhile
 		}
 		// The group closed the span at its newest position, or dropped it
 		// when nothing was published in it: the cursor does the same.
@@ -165,9 +165,9 @@ func (s *Store) Leave(ctx context.Context, group, device string) error {
 		c.Leave(end)
 		if cs[i].Exhausted() {
 			hist := cs[i].Retire()
-			return slices.Delete(cs, i, i+1), hist, nil
+			return slices.Delete(cs, i, i+1), hist, nil, nil
 		}
-		return cs, nil, nil
+		return cs, nil, nil, nil
 	})
 	return err
 }

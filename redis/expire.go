@@ -40,7 +40,8 @@ const trimEvery = 1024
 //  3. settle the due ones as expired in the cursors of the devices they
 //     are addressed to that have not settled them: the cursors are read
 //     (but for those the store has seen settle them), and only those that
-//     change are written (compare-and-set, one script per device);
+//     change are written (compare-and-set, one script per device, which
+//     appends the delivery.expired events of what it settles);
 //  4. purge the messages due for purging from their logs (plain commands;
 //     a script for idempotency entries), and trim the logs that lost
 //     enough (a script per log, then the members of a group's log);
@@ -59,7 +60,7 @@ func (s *Store) Expire(ctx context.Context, now, purgeBefore time.Time, limit in
 	}
 	purgeN := purgeBefore.UnixNano()
 	for i := range due {
-		due[i].expire = true
+		due[i].settle = true
 		due[i].purge = due[i].expiresAt < purgeN
 	}
 	for i := range gc {
@@ -69,13 +70,17 @@ func (s *Store) Expire(ctx context.Context, now, purgeBefore time.Time, limit in
 	if len(work) == 0 {
 		return 0, more, nil
 	}
-	ls, err := s.positions(ctx, work)
+	ls, err := s.positions(ctx, "expire", work)
 	if err != nil {
 		return 0, false, err
 	}
-	expired, err := s.expireCursors(ctx, work, ls, now)
+	_, counts, err := s.settle(ctx, "expire", work, ls, tether.StateExpired, now)
 	if err != nil {
 		return 0, false, err
+	}
+	expired := 0
+	for _, n := range counts {
+		expired += n
 	}
 	if err := s.purge(ctx, work, ls); err != nil {
 		return 0, false, err
@@ -96,7 +101,7 @@ type entry struct {
 	clientID  string
 	seq       uint64 // its position; 0 when its log does not hold it (a publish that stopped half-way)
 	above     bool   // in due above the bucket's watermark (else in late, or settled)
-	expire    bool   // settle it as expired
+	settle    bool   // settle it (as expired, or as Cancel does)
 	purge     bool   // purge it
 }
 
@@ -220,11 +225,11 @@ func entries(bucket int, m rueidis.RedisMessage) ([]entry, error) {
 	return out, nil
 }
 
-// positions is Expire's second round trip: the position of each message
+// positions is Expire's second round trip (and Cancel's): the position of each message
 // in its log (HMGET of the log's ids), the spans of every device of each
 // group with messages to settle (HGETALL of its membership index), and
 // the newest position of each log with messages to purge.
-func (s *Store) positions(ctx context.Context, work []entry) (logs, error) {
+func (s *Store) positions(ctx context.Context, op string, work []entry) (logs, error) {
 	var ls logs
 	ls.index = map[tether.Target]int{}
 	for i, e := range work {
@@ -239,7 +244,7 @@ func (s *Store) positions(ctx context.Context, work []entry) (logs, error) {
 		}
 		l := &ls.all[j]
 		l.work = append(l.work, i)
-		l.expire = l.expire || e.expire
+		l.settle = l.settle || e.settle
 		l.purge = l.purge || e.purge
 	}
 	var calls []call
@@ -250,20 +255,20 @@ func (s *Store) positions(ctx context.Context, work []entry) (logs, error) {
 			ids[k] = work[i].id
 		}
 		calls = append(calls, plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Hmget().Key(lk.ids).Field(ids...).Build() }))
-		if l.target.Kind == tether.KindGroup && l.expire {
+		if l.target.Kind == tether.KindGroup && l.settle {
 			calls = append(calls, plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Hgetall().Key(lk.mem).Build() }))
 		}
 		if l.purge {
 			calls = append(calls, plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Get().Key(lk.seq).Build() }))
 		}
 	}
-	res, err := s.roundTrip(ctx, "expire", calls)
+	res, err := s.roundTrip(ctx, op, calls)
 	if err != nil {
 		return logs{}, err
 	}
 	for j := range ls.all {
 		if res, err = ls.all[j].found(work, res); err != nil {
-			return logs{}, fmt.Errorf("redis expire: %w", err)
+			return logs{}, fmt.Errorf("redis %s: %w", op, err)
 		}
 	}
 	return ls, nil
@@ -288,7 +293,7 @@ func (ls logs) members(t tether.Target) map[string]string {
 type logWork struct {
 	target        tether.Target
 	work          []int // indexes of its entries in the work
-	expire, purge bool  // some of them to settle, to purge
+	settle, purge bool  // some of them to settle, to purge
 	members       map[string]string
 	last          uint64
 }
@@ -308,7 +313,7 @@ func (l *logWork) found(work []entry, res []rueidis.RedisResult) ([]rueidis.Redi
 			}
 		}
 	}
-	if l.target.Kind == tether.KindGroup && l.expire {
+	if l.target.Kind == tether.KindGroup && l.settle {
 		if l.members, err = res[0].AsStrMap(); err != nil {
 			return nil, err
 		}
@@ -323,48 +328,49 @@ func (l *logWork) found(work []entry, res []rueidis.RedisResult) ([]rueidis.Redi
 	return res, nil
 }
 
-// expireCursors is Expire's third round trip: each due message is settled
-// as expired in the cursors of the devices it is addressed to. Devices
-// whose cursors the store has seen settle all of their marks are skipped
-// (a settled position stays settled, or becomes one its cursor no longer
-// addresses); the others' cursors are read and written when they change.
-// It returns how many deliveries became expired.
-func (s *Store) expireCursors(ctx context.Context, work []entry, ls logs, now time.Time) (int, error) {
+// settle is Expire's third round trip, and Cancel's: each message of
+// work to settle is settled as state at at in the cursors of the devices
+// it is addressed to, with the delivery events of what that settles (but
+// on a cluster). Devices whose cursors the store has seen settle all of
+// their marks are skipped (a settled position stays settled, or becomes
+// one its cursor no longer addresses); the others' cursors are read and
+// written when they change. It returns the devices it looked at and how
+// many deliveries each settled.
+func (s *Store) settle(ctx context.Context, op string, work []entry, ls logs, state tether.DeliveryState, at time.Time) ([]string, []int, error) {
 	marks := map[string][]tether.Mark{}
+	ids := map[pos]string{}
 	var devices []string
 	for _, e := range work {
-		if !e.expire || e.seq == 0 {
+		if !e.settle || e.seq == 0 {
 			continue
 		}
 		ds, err := addressed(e.target, e.seq, ls.members(e.target))
 		if err != nil {
-			return 0, fmt.Errorf("redis expire: %w", err)
+			return nil, nil, fmt.Errorf("redis %s: %w", op, err)
 		}
+		ids[pos{e.target, e.seq}] = e.id
 		for _, d := range ds {
 			if marks[d] == nil {
 				devices = append(devices, d)
 			}
-			marks[d] = append(marks[d], tether.Mark{Source: e.target, Seq: e.seq, State: tether.StateExpired})
+			marks[d] = append(marks[d], tether.Mark{Source: e.target, Seq: e.seq, State: state})
 		}
 	}
 	devices = slices.DeleteFunc(devices, func(d string) bool { return s.settledInCache(d, marks[d]) })
 	if len(devices) == 0 {
-		return 0, nil
+		return nil, nil, nil
 	}
+	idOf := func(m tether.Mark) string { return ids[pos{m.Source, m.Seq}] }
 	counts := make([]int, len(devices))
-	_, err := s.update(ctx, "expire", devices, true, func(i int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, error) {
-		cs, out, hist := tether.ApplyMarks(cs, devices[i], marks[devices[i]], now)
-		counts[i] = out.Expired
-		return cs, hist, nil
+	_, err := s.update(ctx, op, devices, true, func(i int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, []tether.LogEvent, error) {
+		cs, out, hist := tether.ApplyMarks(cs, devices[i], marks[devices[i]], at)
+		counts[i] = len(out.Settled)
+		return cs, hist, tether.DeliveryEvents(devices[i], out.Settled, at, idOf), nil
 	})
 	if err != nil {
-		return 0, err
+		return nil, nil, err
 	}
-	n := 0
-	for _, c := range counts {
-		n += c
-	}
-	return n, nil
+	return devices, counts, nil
 }
 
 // settledInCache reports whether the cached cursors of device settle
@@ -548,7 +554,7 @@ func (s *Store) finish(ctx context.Context, work []entry) error {
 		switch {
 		case e.purge:
 			op = "p"
-		case e.expire && e.seq == 0:
+		case e.settle && e.seq == 0:
 			op = "l" // no log entry yet: its append may still come
 		}
 		byBucket[e.bucket] = append(args, op, e.member)

@@ -43,6 +43,17 @@ import (
 //	P:{x:n}:late  zset, all scores 0   members recorded at or below done: not settled yet
 //	P:{x:n}:meta  hash  msgID → target ("device:D" or "group:G") and client id, "target\nclientID"
 //
+// The event log (SPEC section 11; events.go), tag {e}, on a single
+// instance or Sentinel only:
+//
+//	P:{e}:log    stream one entry per Append, and per script call that settled deliveries
+//	                    (Commit, Expire, Cancel): field n the number of its events, then
+//	                    fields e (one per Append, per device in a script) holding their JSON
+//	                    lines, without id; an event's ID is the entry's id and its index
+//	                    in the entry, zero-padded (eventID)
+//	P:{e}:lease  string the webhook sender holding the lease, expiring with it (PX)
+//	P:{e}:sent   string the ID of the last event the lease holders sent
+//
 //	P:layout      string layout version
 
 // expiryBuckets is the number of expiry buckets: enough to spread the
@@ -82,6 +93,14 @@ func (k keys) cursors(device string) string { return k.tag(tether.DeviceTarget(d
 // hist returns the key of device's history in the log of source.
 func (k keys) hist(device string, source tether.Target) string {
 	return k.tag(tether.DeviceTarget(device)) + "h:" + source.String()
+}
+
+// eventKeys holds the keys of the event log.
+type eventKeys struct{ log, lease, sent string }
+
+func (k keys) eventLog() eventKeys {
+	t := k.prefix + ":{e}:"
+	return eventKeys{log: t + "log", lease: t + "lease", sent: t + "sent"}
 }
 
 // bucket holds the keys of one expiry bucket.

@@ -133,6 +133,9 @@ func (s *Store) appendLogs(ctx context.Context, msgs []*tether.Message) ([]tethe
 				return nil, fmt.Errorf("redis publish: append answer: %w", errCorrupt)
 			}
 			out[i] = tether.PublishResult{ID: id, Seq: seq, Recipients: int(n), Duplicate: kind == "d"}
+			if s.eventsOn() {
+				s.ids.putOne(pos{order[c], seq}, id)
+			}
 		}
 	}
 	return out, nil
@@ -184,6 +187,9 @@ func (s *Store) Read(ctx context.Context, reqs []tether.ReadRequest) ([][]tether
 	for i, r := range res {
 		if out[i], err = entriesOf(r); err != nil {
 			return nil, fmt.Errorf("redis read %s: %w", reqs[i].Source, err)
+		}
+		if s.eventsOn() {
+			s.ids.put(reqs[i].Source, out[i])
 		}
 	}
 	return out, nil
@@ -262,21 +268,9 @@ func (s *Store) Message(ctx context.Context, id string) (tether.MessageStatus, e
 // locate finds message id: its log and position, its record and, for a
 // group, the spans of every device of the group's membership index.
 func (s *Store) locate(ctx context.Context, id string) (tether.Target, uint64, *tether.Message, map[string]string, error) {
-	metaKey := s.k.bucket(bucketOf(id)).meta
-	res, err := s.roundTrip(ctx, "message", []call{
-		plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Hget().Key(metaKey).Field(id).Build() }),
-	})
+	target, err := s.targetOf(ctx, "message", id)
 	if err != nil {
 		return tether.Target{}, 0, nil, nil, err
-	}
-	ts, err := res[0].ToString()
-	if rueidis.IsRedisNil(err) {
-		return tether.Target{}, 0, nil, nil, fmt.Errorf("redis message %s: %w", id, tether.ErrNotFound)
-	}
-	ts = metaTarget(ts)
-	target, perr := tether.ParseTarget(ts)
-	if err != nil || perr != nil {
-		return tether.Target{}, 0, nil, nil, fmt.Errorf("redis message %s: target %q: %w", id, clip(ts), errCorrupt)
 	}
 	lk := s.k.log(target)
 	calls := []call{
@@ -285,7 +279,8 @@ func (s *Store) locate(ctx context.Context, id string) (tether.Target, uint64, *
 	if target.Kind == tether.KindGroup {
 		calls = append(calls, plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Hgetall().Key(lk.mem).Build() }))
 	}
-	if res, err = s.roundTrip(ctx, "message", calls); err != nil {
+	res, err := s.roundTrip(ctx, "message", calls)
+	if err != nil {
 		return tether.Target{}, 0, nil, nil, err
 	}
 	v, err := res[0].ToString()
@@ -310,6 +305,28 @@ func (s *Store) locate(ctx context.Context, id string) (tether.Target, uint64, *
 		return tether.Target{}, 0, nil, nil, fmt.Errorf("redis message %s: %w", id, tether.ErrNotFound)
 	}
 	return target, seq, es[0][0].Message, spans, nil
+}
+
+// targetOf returns the target of message id, from its expiry bucket's
+// meta (one command); ErrNotFound (wrapped) when it has none.
+func (s *Store) targetOf(ctx context.Context, op, id string) (tether.Target, error) {
+	metaKey := s.k.bucket(bucketOf(id)).meta
+	res, err := s.roundTrip(ctx, op, []call{
+		plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Hget().Key(metaKey).Field(id).Build() }),
+	})
+	if err != nil {
+		return tether.Target{}, err
+	}
+	ts, err := res[0].ToString()
+	if rueidis.IsRedisNil(err) {
+		return tether.Target{}, fmt.Errorf("redis %s %s: %w", op, id, tether.ErrNotFound)
+	}
+	ts = metaTarget(ts)
+	target, perr := tether.ParseTarget(ts)
+	if err != nil || perr != nil {
+		return tether.Target{}, fmt.Errorf("redis %s %s: target %q: %w", op, id, clip(ts), errCorrupt)
+	}
+	return target, nil
 }
 
 // addressed returns the devices position seq of target's log is addressed

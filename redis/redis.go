@@ -135,6 +135,7 @@ type Store struct {
 	k       keys
 	cluster bool
 	cache   cursorCache // each device's cursors as last read or written (commit.go)
+	ids     idCache     // message ids of positions recently published or read, for events (events.go)
 
 	minReplicas    int           // WAIT for this many replicas after writes (0: none)
 	replicaTimeout time.Duration // WAIT's timeout

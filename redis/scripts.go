@@ -48,7 +48,7 @@ var (
 // scripts are all the scripts, loaded on every node by Open.
 var scripts = []*script{
 	scriptIntent, scriptAppend, scriptMember, scriptCAS, scriptUnidem, scriptTrim, scriptScan, scriptFinish,
-	scriptConnect, scriptDisconnect,
+	scriptConnect, scriptDisconnect, scriptEvents, scriptLease, scriptSent,
 }
 
 // loadScripts loads every script on every node the client knows (one

@@ -27,12 +27,22 @@ import (
 //go:embed lua/units.lua
 var unitsLua string
 
+// preludeLua declares, before the body, the table where units report
+// events (the cas script: the deliveries it settled); the wrapper appends
+// them to the event log as one stream entry per call.
+//
+//go:embed lua/prelude.lua
+var preludeLua string
+
 // maxUnits bounds the units of one call: a call runs at once, and other
 // clients wait for it (1,024 units of cas take about 2 ms).
 const maxUnits = 1024
 
-// newUnitScript returns the script made of a unit body and its wrapper.
-func newUnitScript(body string) *script { return newScript(body+"\n"+unitsLua, false) }
+// newUnitScript returns the script made of a unit body, its prelude and
+// its wrapper.
+func newUnitScript(body string) *script {
+	return newScript(preludeLua+"\n"+body+"\n"+unitsLua, false)
+}
 
 // unit is the work of one script for one hash tag.
 type unit struct {

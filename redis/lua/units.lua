@@ -4,6 +4,9 @@
 -- arguments), then the arguments of every unit in order.
 -- Returns the answers of the units, an array. The tables keys and args
 -- are reused from unit to unit (a script's garbage costs Redis CPU).
+-- The events the units reported (see prelude.lua) become one entry of
+-- the event log's stream: n their number, then a field e per unit with
+-- its events' JSON lines.
 local n = tonumber(ARGV[1])
 local out = {}
 local keys, args = {}, {}
@@ -25,5 +28,8 @@ for u = 1, n do
     a = a + 1
   end
   out[u] = unit(keys, args)
+end
+if events.n > 0 then
+  redis.call('XADD', events.key, '*', 'n', events.n, unpack(events))
 end
 return out
