@@ -390,6 +390,10 @@ type Mark struct {
 	Seq      uint64
 	State    DeliveryState
 	Attempts int
+	// Message is the id of the message at the position, when the caller
+	// knows it (optional): the event log reports it, and a store need
+	// not look it up.
+	Message string
 }
 
 // Outcome counts what a set of marks changed.
@@ -495,7 +499,7 @@ func ApplyMarks(cs []Cursor, device string, marks []Mark, at time.Time) ([]Curso
 			}
 			if c.Settle(m.Seq, m.State, attempts, at) {
 				out.count(m.State)
-				out.Settled = append(out.Settled, Mark{Source: m.Source, Seq: m.Seq, State: m.State, Attempts: attempts})
+				out.Settled = append(out.Settled, Mark{Source: m.Source, Seq: m.Seq, State: m.State, Attempts: attempts, Message: m.Message})
 			}
 		default:
 			continue

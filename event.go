@@ -134,15 +134,22 @@ type EventStore interface {
 
 // DeliveryEvents returns the events that report settled (Outcome.Settled)
 // for device at at. message returns the id of the message at a mark's
-// position; a position whose message it does not know ("") has no event.
+// position when the mark does not carry it; a position whose message it
+// does not know ("") has no event.
 func DeliveryEvents(device string, settled []Mark, at time.Time, message func(Mark) string) []LogEvent {
-	var out []LogEvent
+	if len(settled) == 0 {
+		return nil
+	}
+	out := make([]LogEvent, 0, len(settled))
 	for _, m := range settled {
 		typ, ok := settledEvent[m.State]
 		if !ok {
 			continue
 		}
-		id := message(m)
+		id := m.Message
+		if id == "" {
+			id = message(m)
+		}
 		if id == "" {
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/tetherpush/tether"
 )
@@ -121,4 +122,30 @@ func FuzzDecode(f *testing.F) {
 		decodeSource(b)
 		decodeEntry(b)
 	})
+}
+
+// TestEventsCodec: events survive their record, and a cut record is
+// corrupt, not a panic.
+func TestEventsCodec(t *testing.T) {
+	at := time.Date(2026, 12, 4, 8, 36, 44, 747_000_000, time.UTC)
+	evs := []tether.LogEvent{
+		{Type: tether.EventAcked, At: at, Message: "01M9035Q0MXF2HJVM655SZPMCG", Target: "group:shop-1", Device: "pos-1", Attempts: 3},
+		{Type: tether.EventOffline, At: at.Add(time.Second), Device: "pos-1", Node: "n1", Code: 4409},
+	}
+	rec := encodeEvents(evs)
+	got, err := decodeEvents(7, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range evs {
+		evs[i].ID = eventID(7, i)
+	}
+	if !reflect.DeepEqual(got, evs) {
+		t.Errorf("decoded %+v\nwant %+v", got, evs)
+	}
+	for n := 1; n < len(rec); n++ {
+		if _, err := decodeEvents(7, rec[:n]); err == nil && n != len(encodeEvents(evs[:1])) {
+			t.Errorf("a record cut at %d of %d bytes decoded", n, len(rec))
+		}
+	}
 }

@@ -200,7 +200,8 @@ func (s *Store) Commit(ctx context.Context, changes []tether.Change) ([]tether.C
 			out[i] = c
 			events = append(events, evs...)
 		}
-		return putEvents(tx, events)
+		_, err := putEvents(tx, events)
+		return err
 	})
 	if err != nil {
 		return nil, err

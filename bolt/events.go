@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,7 +17,7 @@ import (
 // The event log (SPEC section 11) lives in bucket ev: one record per
 // write call that appended events (a Commit, an Expire, a Cancel, an
 // Append), under the bucket's next sequence (8 bytes, big-endian), holding
-// the JSON array of its events. An event's ID is that sequence and its
+// its events (encodeEvents). An event's ID is that sequence and its
 // index in the record, "%016x.%06x": string order is log order, and one
 // put per call keeps the log's cost per acked delivery small.
 //
@@ -47,41 +47,83 @@ func parseEventID(id string) (seq uint64, i int, err error) {
 	return s, int(n), nil
 }
 
-// putEvents appends events as records of bucket ev, setting their IDs.
-func putEvents(tx *bolt.Tx, events []tether.LogEvent) error {
+// putEvents appends events as records of bucket ev and returns the
+// sequence of the first (its IDs follow from it: eventID).
+func putEvents(tx *bolt.Tx, events []tether.LogEvent) (uint64, error) {
 	ev := tx.Bucket(bucketEvents)
+	first := uint64(0)
 	for len(events) > 0 {
 		batch := events[:min(len(events), maxBatchEvents)]
 		events = events[len(batch):]
 		seq, err := ev.NextSequence()
 		if err != nil {
-			return err
+			return 0, err
 		}
-		for i := range batch {
-			batch[i].ID = ""
+		if first == 0 {
+			first = seq
 		}
-		v, err := json.Marshal(batch)
-		if err != nil {
-			return err
-		}
-		if err := ev.Put(binary.BigEndian.AppendUint64(nil, seq), v); err != nil {
-			return err
-		}
-		for i := range batch {
-			batch[i].ID = eventID(seq, i)
+		if err := ev.Put(binary.BigEndian.AppendUint64(nil, seq), encodeEvents(batch)); err != nil {
+			return 0, err
 		}
 	}
-	return nil
+	return first, nil
+}
+
+// eventTypes numbers the event types in records; part of the layout.
+var eventTypes = []tether.EventType{
+	tether.EventAcked, tether.EventDead, tether.EventExpired, tether.EventCancelled,
+	tether.EventOnline, tether.EventOffline,
+}
+
+// encodeEvents writes events as a record: for each, its type's index in
+// eventTypes (1 byte), At as varint UnixNano, Attempts and Code as
+// varints, then Message, Target, Device and Node, each a uvarint length
+// and its bytes. About 60 bytes for an ack, against 150 in JSON: the log
+// is written at the rate of acks.
+func encodeEvents(evs []tether.LogEvent) []byte {
+	b := make([]byte, 0, 64*len(evs))
+	for i := range evs {
+		e := &evs[i]
+		t := slices.Index(eventTypes, e.Type)
+		b = append(b, byte(t))
+		b = binary.AppendVarint(b, e.At.UnixNano())
+		b = binary.AppendVarint(b, int64(e.Attempts))
+		b = binary.AppendVarint(b, int64(e.Code))
+		for _, s := range []string{e.Message, e.Target, e.Device, e.Node} {
+			b = binary.AppendUvarint(b, uint64(len(s)))
+			b = append(b, s...)
+		}
+	}
+	return b
 }
 
 // decodeEvents decodes record seq, setting the events' IDs.
 func decodeEvents(seq uint64, v []byte) ([]tether.LogEvent, error) {
 	var evs []tether.LogEvent
-	if err := json.Unmarshal(v, &evs); err != nil {
-		return nil, fmt.Errorf("event record %d: %w", seq, errCorrupt)
-	}
-	for i := range evs {
-		evs[i].ID = eventID(seq, i)
+	bad := fmt.Errorf("event record %d: %w", seq, errCorrupt)
+	for len(v) > 0 {
+		if int(v[0]) >= len(eventTypes) {
+			return nil, bad
+		}
+		e := tether.LogEvent{ID: eventID(seq, len(evs)), Type: eventTypes[v[0]]}
+		v = v[1:]
+		var n [3]int64
+		for i := range n {
+			x, w := binary.Varint(v)
+			if w <= 0 {
+				return nil, bad
+			}
+			n[i], v = x, v[w:]
+		}
+		e.At, e.Attempts, e.Code = time.Unix(0, n[0]).UTC(), int(n[1]), int(n[2])
+		for _, dst := range []*string{&e.Message, &e.Target, &e.Device, &e.Node} {
+			l, w := binary.Uvarint(v)
+			if w <= 0 || uint64(len(v)-w) < l {
+				return nil, bad
+			}
+			*dst, v = string(v[w:w+int(l)]), v[w+int(l):]
+		}
+		evs = append(evs, e)
 	}
 	return evs, nil
 }
@@ -94,12 +136,12 @@ func (s *Store) Append(ctx context.Context, events []tether.LogEvent) error {
 	}
 	ids := make([]string, len(events))
 	err := s.update(ctx, "append events", func(tx *bolt.Tx) error {
-		batch := append([]tether.LogEvent(nil), events...)
-		if err := putEvents(tx, batch); err != nil {
+		seq, err := putEvents(tx, events)
+		if err != nil {
 			return err
 		}
-		for i := range batch {
-			ids[i] = batch[i].ID
+		for i := range events {
+			ids[i] = eventID(seq+uint64(i/maxBatchEvents), i%maxBatchEvents)
 		}
 		return nil
 	})

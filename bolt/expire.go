@@ -41,7 +41,8 @@ func (s *Store) Expire(ctx context.Context, now, purgeBefore time.Time, limit in
 		if err != nil {
 			return err
 		}
-		return putEvents(tx, e.events)
+		_, err = putEvents(tx, e.events)
+		return err
 	})
 	if err != nil {
 		return 0, false, err
@@ -136,7 +137,8 @@ func (s *Store) Cancel(ctx context.Context, id string, at time.Time) ([]string, 
 		if err := e.flush(); err != nil {
 			return err
 		}
-		return putEvents(tx, e.events)
+		_, err = putEvents(tx, e.events)
+		return err
 	})
 	if err != nil {
 		return nil, err

@@ -261,7 +261,7 @@ func (s *Session) sendLocked(f *flight, now time.Time) ([]byte, bool) {
 	}
 	if max := s.hub.cfg.MaxAttempts; max > 0 && f.attempt >= max {
 		delete(b.window, f.msg.ID)
-		b.marks = append(b.marks, tether.Mark{Source: src, Seq: f.seq, State: tether.StateDead, Attempts: f.attempt})
+		b.marks = append(b.marks, tether.Mark{Source: src, Seq: f.seq, State: tether.StateDead, Attempts: f.attempt, Message: f.msg.ID})
 		return nil, false
 	}
 	f.attempt++
@@ -321,7 +321,7 @@ func (s *Session) ack(ids []string) {
 			earned = earned || f.attempt > 0
 			delete(b.window, id)
 			src := d.readers[f.reader].source
-			b.marks = append(b.marks, tether.Mark{Source: src, Seq: f.seq, State: tether.StateAcked, Attempts: f.attempt})
+			b.marks = append(b.marks, tether.Mark{Source: src, Seq: f.seq, State: tether.StateAcked, Attempts: f.attempt, Message: id})
 		} else if len(b.ackIDs) < maxPendingAcks {
 			b.ackIDs = append(b.ackIDs, id)
 		}

@@ -360,8 +360,9 @@ func settles(st tether.DeliveryState) bool {
 	return false
 }
 
-// knownIDs returns the message id at every position marks may settle:
-// from the cache, and for the others from their logs (ZRANGEBYSCORE of
+// knownIDs returns the message id at every position marks may settle
+// that the marks do not name (the hub names those of its acks and dead
+// deliveries): from the cache, and for the others from their logs (ZRANGEBYSCORE of
 // the position, one round trip for all). A position no log holds has no
 // id.
 func (s *Store) knownIDs(ctx context.Context, op string, marks [][]tether.Mark) (map[pos]string, error) {
@@ -370,7 +371,7 @@ func (s *Store) knownIDs(ctx context.Context, op string, marks [][]tether.Mark) 
 	for _, ms := range marks {
 		for _, m := range ms {
 			p := pos{m.Source, m.Seq}
-			if !settles(m.State) {
+			if !settles(m.State) || m.Message != "" { // the caller knows it
 				continue
 			}
 			if _, ok := ids[p]; ok {
