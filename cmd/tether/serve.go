@@ -105,7 +105,10 @@ func openNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 	var snd *webhook.Sender // nil without --webhook-url
 	notify := func() {}
 	if cfg.WebhookURL != "" {
+		// The lease lasts 3 × its heartbeat: at most --heartbeat, so that
+		// another node takes over within 3 × --heartbeat of a crash.
 		snd = webhook.New(st, webhook.Config{URL: cfg.WebhookURL, Secret: []byte(cfg.WebhookSecret), Holder: cfg.NodeID,
+			Heartbeat: min(webhook.DefaultHeartbeat, cfg.Heartbeat),
 			Logger: log.With("component", "webhook"), Metrics: webhook.NewMetrics(reg)})
 		notify = snd.Notify
 	}
