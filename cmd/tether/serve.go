@@ -109,7 +109,7 @@ func openNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 		// another node takes over within 3 × --heartbeat of a crash.
 		snd = webhook.New(st, webhook.Config{URL: cfg.WebhookURL, Secret: []byte(cfg.WebhookSecret), Holder: cfg.NodeID,
 			Heartbeat: min(webhook.DefaultHeartbeat, cfg.Heartbeat),
-			Logger: log.With("component", "webhook"), Metrics: webhook.NewMetrics(reg)})
+			Logger:    log.With("component", "webhook"), Metrics: webhook.NewMetrics(reg)})
 		notify = snd.Notify
 	}
 	h := hub.New(st, hub.Config{
