@@ -493,10 +493,7 @@ func ApplyMarks(cs []Cursor, device string, marks []Mark, at time.Time) ([]Curso
 		case StateInflight:
 			c.Sent(m.Seq, m.Attempts)
 		case StateAcked, StateDead, StateExpired, StateCancelled:
-			attempts := m.Attempts
-			if attempts <= 0 {
-				attempts = c.Attempts(m.Seq)
-			}
+			attempts := max(m.Attempts, c.Attempts(m.Seq)) // attempts only grow
 			if c.Settle(m.Seq, m.State, attempts, at) {
 				out.count(m.State)
 				out.Settled = append(out.Settled, Mark{Source: m.Source, Seq: m.Seq, State: m.State, Attempts: attempts, Message: m.Message})

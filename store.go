@@ -75,10 +75,13 @@ type Store interface {
 
 	// Cancel settles message id as cancelled for every device it is
 	// addressed to and has not settled (SPEC section 3, Cancel), appending
-	// a delivery.cancelled event for each in the same transaction. It
-	// returns those devices (sorted): their sessions must stop sending it.
-	// ErrNotFound for an unknown id.
-	Cancel(ctx context.Context, id string, at time.Time) ([]string, error)
+	// a delivery.cancelled event for each in the same transaction. sent
+	// gives, by device, the sends the caller knows of that the store may
+	// not (first sends are recorded lazily); a larger count than the
+	// store's is the one recorded and reported. It returns those devices
+	// (sorted): their sessions must stop sending it. ErrNotFound for an
+	// unknown id.
+	Cancel(ctx context.Context, id string, at time.Time, sent map[string]int) ([]string, error)
 
 	// Message returns a message with the state of each of its deliveries.
 	Message(ctx context.Context, id string) (MessageStatus, error)

@@ -122,7 +122,7 @@ func (e *expiry) run(nowN, purgeN int64, limit int) (expired int, more bool, err
 // Cancel settles message id as cancelled for the devices it is addressed
 // to that have not settled it, with their delivery.cancelled events, in
 // one write of the group commit. See tether.Store.
-func (s *Store) Cancel(ctx context.Context, id string, at time.Time) ([]string, error) {
+func (s *Store) Cancel(ctx context.Context, id string, at time.Time, sent map[string]int) ([]string, error) {
 	if id == "" || len(id) > tether.MaxMessageIDLength {
 		return nil, fmt.Errorf("message %q: %w", id, tether.ErrNotFound)
 	}
@@ -131,7 +131,7 @@ func (s *Store) Cancel(ctx context.Context, id string, at time.Time) ([]string, 
 		e := &expiry{b: bucketsOf(tx), now: at, cursors: map[string][]tether.Cursor{},
 			spans: map[string][]memberSpans{}, purged: map[tether.Target]bool{}}
 		var err error
-		if devices, err = e.settleMessage(id, tether.StateCancelled); err != nil {
+		if devices, err = e.settleMessage(id, tether.StateCancelled, sent); err != nil {
 			return err
 		}
 		if err := e.flush(); err != nil {
@@ -164,14 +164,15 @@ func dueKeys(index *bolt.Bucket, limit int, due func(t int64) bool) [][]byte {
 // expireMessage settles message id as expired for every device it is
 // addressed to that has not settled it, and returns how many.
 func (e *expiry) expireMessage(id string) (int, error) {
-	devices, err := e.settleMessage(id, tether.StateExpired)
+	devices, err := e.settleMessage(id, tether.StateExpired, nil)
 	return len(devices), err
 }
 
 // settleMessage settles message id with state for every device it is
-// addressed to that has not settled it, notes their events in e.events
-// and returns those devices. ErrNotFound (wrapped) for an unknown id.
-func (e *expiry) settleMessage(id string, state tether.DeliveryState) ([]string, error) {
+// addressed to that has not settled it (after the sends recorded, or
+// those of sent when more), notes their events in e.events and returns
+// those devices. ErrNotFound (wrapped) for an unknown id.
+func (e *expiry) settleMessage(id string, state tether.DeliveryState, sent map[string]int) ([]string, error) {
 	v := e.b.ids.Get([]byte(id))
 	if v == nil {
 		return nil, fmt.Errorf("message %s: %w", id, tether.ErrNotFound)
@@ -198,7 +199,7 @@ func (e *expiry) settleMessage(id string, state tether.DeliveryState) ([]string,
 			cs = append(cs, tether.Cursor{Source: p.source})
 			i = len(cs) - 1
 		}
-		attempts := cs[i].Attempts(p.seq)
+		attempts := max(cs[i].Attempts(p.seq), sent[d])
 		if cs[i].Settle(p.seq, state, attempts, e.now) {
 			settled = append(settled, d)
 			mark := tether.Mark{Source: p.source, Seq: p.seq, State: state, Attempts: attempts}

@@ -322,7 +322,7 @@ func (c *conn) control(sess *hub.Session, h ws.Header, payload []byte) bool {
 			code = int(ws.StatusProtocolError)
 		}
 		c.Close(code)
-		sess.Ended()
+		sess.EndedBy(code)
 		c.drain(sess)
 		return false
 	}

@@ -613,6 +613,6 @@ func (s *recordingStore) Ping(context.Context) error { return nil }
 func (s *recordingStore) Close() error               { return nil }
 
 // Cancel knows no message.
-func (s *recordingStore) Cancel(context.Context, string, time.Time) ([]string, error) {
+func (s *recordingStore) Cancel(context.Context, string, time.Time, map[string]int) ([]string, error) {
 	return nil, tether.ErrNotFound
 }

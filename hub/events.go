@@ -174,14 +174,34 @@ func (h *Hub) Events(ctx context.Context, after string, limit int, wait time.Dur
 	}
 }
 
+// sentHere returns, by device, how many times the sessions of this node
+// sent message id: first sends reach the store lazily, so its count may
+// be lower. One pass over the sessions: cancels are rare.
+func (h *Hub) sentHere(id string) map[string]int {
+	h.mu.Lock()
+	list := h.sessionsLocked()
+	h.mu.Unlock()
+	var out map[string]int
+	for _, s := range list {
+		if n := s.attempts(id); n > 0 {
+			if out == nil {
+				out = map[string]int{}
+			}
+			out[s.device] = n
+		}
+	}
+	return out
+}
+
 // Cancel cancels message id (DELETE /v1/messages/{id}): its deliveries
 // not settled become cancelled, and the sessions of their devices, here
 // or on other nodes, load their cursors again and drop it from their
 // windows. It returns how many deliveries were cancelled.
 func (h *Hub) Cancel(ctx context.Context, id string) (int, error) {
+	sent := h.sentHere(id)
 	var devices []string
 	err := h.store.do(ctx, "cancel", func(ctx context.Context) (err error) {
-		devices, err = h.store.s.Cancel(ctx, id, time.Now())
+		devices, err = h.store.s.Cancel(ctx, id, time.Now(), sent)
 		return err
 	})
 	if err != nil {

@@ -205,10 +205,19 @@ const readerWriteTimeout = 100 * time.Millisecond
 // Ended tells the session its connection is gone (the reader stopped).
 func (s *Session) Ended() { s.Close(0) }
 
+// EndedBy tells the session the client closed the connection with code,
+// which the I/O layer has echoed: it ends as with Ended, and its
+// device.offline event reports code.
+func (s *Session) EndedBy(code int) { s.close(0, code) }
+
 // Close closes the session with code (0: the connection is already gone)
 // and forgets it; the acks already received are still committed.
 // Idempotent.
-func (s *Session) Close(code int) {
+func (s *Session) Close(code int) { s.close(code, code) }
+
+// close closes the session with code and reports reported in its
+// device.offline event.
+func (s *Session) close(code, reported int) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -237,7 +246,7 @@ func (s *Session) Close(code int) {
 	}
 	h.sched.set(s, time.Time{})
 	h.Forget(s.device, s.id)
-	h.events.presence(tether.EventOffline, s.device, code)
+	h.events.presence(tether.EventOffline, s.device, reported)
 	if code != 0 {
 		h.m.Closes.WithLabelValues(codeLabel(code)).Inc()
 	}

@@ -19,7 +19,7 @@ import (
 // (but on a Redis Cluster, which keeps no event log). A second Cancel
 // changes nothing and returns no device. ErrNotFound (wrapped) for an
 // unknown or purged id. See tether.Store.
-func (s *Store) Cancel(ctx context.Context, id string, at time.Time) ([]string, error) {
+func (s *Store) Cancel(ctx context.Context, id string, at time.Time, sent map[string]int) ([]string, error) {
 	if err := s.check(ctx, "cancel"); err != nil {
 		return nil, err
 	}
@@ -38,7 +38,7 @@ func (s *Store) Cancel(ctx context.Context, id string, at time.Time) ([]string, 
 	if work[0].seq == 0 {
 		return nil, fmt.Errorf("redis cancel %s: %w", id, tether.ErrNotFound)
 	}
-	devices, counts, err := s.settle(ctx, "cancel", work, ls, tether.StateCancelled, at)
+	devices, counts, err := s.settle(ctx, "cancel", work, ls, tether.StateCancelled, at, sent)
 	if err != nil {
 		return nil, err
 	}

@@ -180,7 +180,7 @@ func TestCancelEvents(t *testing.T) {
 	m, seq := e.publish(tether.GroupTarget("shop"))
 	at := time.Now()
 	e.commit(e.s, tether.Change{Device: "pos-b", At: at, Marks: []tether.Mark{{Source: m.Target, Seq: seq, State: tether.StateAcked, Attempts: 1}}})
-	devices, err := e.s.Cancel(e.ctx, m.ID, at)
+	devices, err := e.s.Cancel(e.ctx, m.ID, at, nil)
 	if err != nil || !slices.Equal(devices, []string{"pos-a", "pos-c"}) {
 		t.Fatalf("Cancel = %v, %v; want [pos-a pos-c]", devices, err)
 	}
@@ -190,10 +190,10 @@ func TestCancelEvents(t *testing.T) {
 		"delivery.cancelled " + m.ID + " group:shop pos-c 0",
 	}
 	e.checkLines("after Cancel", want...)
-	if devices, err := e.s.Cancel(e.ctx, m.ID, at); err != nil || len(devices) != 0 {
+	if devices, err := e.s.Cancel(e.ctx, m.ID, at, nil); err != nil || len(devices) != 0 {
 		t.Errorf("second Cancel = %v, %v; want no devices", devices, err)
 	}
-	if _, err := e.s.Cancel(e.ctx, "01JNOSUCH", at); !errors.Is(err, tether.ErrNotFound) {
+	if _, err := e.s.Cancel(e.ctx, "01JNOSUCH", at, nil); !errors.Is(err, tether.ErrNotFound) {
 		t.Errorf("Cancel of an unknown id: %v, want ErrNotFound", err)
 	}
 	e.checkLines("after a second Cancel", want...)
@@ -204,7 +204,7 @@ func TestCancelEvents(t *testing.T) {
 	}
 	want = append(want, "delivery.expired "+x.ID+" device:pos-x pos-x 0")
 	e.checkLines("after Expire", want...)
-	if _, err := e.s.Cancel(e.ctx, x.ID, at); err != nil {
+	if _, err := e.s.Cancel(e.ctx, x.ID, at, nil); err != nil {
 		t.Errorf("Cancel of an expired message: %v", err)
 	}
 	e.checkLines("after Cancel of an expired message", want...)
@@ -278,7 +278,7 @@ func TestEventsOnCluster(t *testing.T) {
 	if _, err := s.Commit(ctx, []tether.Change{{Device: "pos-1", At: now, Marks: []tether.Mark{{Source: m.Target, Seq: res[0].Seq, State: tether.StateAcked, Attempts: 1}}}}); err != nil {
 		t.Fatal(err)
 	}
-	devices, err := s.Cancel(ctx, m.ID, now)
+	devices, err := s.Cancel(ctx, m.ID, now, nil)
 	if err != nil || !slices.Equal(devices, []string{"pos-2"}) {
 		t.Errorf("Cancel on a cluster = %v, %v; want [pos-2]", devices, err)
 	}
@@ -292,10 +292,10 @@ func TestEventsOnCluster(t *testing.T) {
 			t.Errorf("after Cancel on a cluster, delivery to %s is %s, want %s", d.Device, d.State, want)
 		}
 	}
-	if devices, err := s.Cancel(ctx, m.ID, now); err != nil || len(devices) != 0 {
+	if devices, err := s.Cancel(ctx, m.ID, now, nil); err != nil || len(devices) != 0 {
 		t.Errorf("second Cancel on a cluster = %v, %v; want no devices", devices, err)
 	}
-	if _, err := s.Cancel(ctx, "01JNOSUCH", now); !errors.Is(err, tether.ErrNotFound) {
+	if _, err := s.Cancel(ctx, "01JNOSUCH", now, nil); !errors.Is(err, tether.ErrNotFound) {
 		t.Errorf("Cancel of an unknown id on a cluster: %v, want ErrNotFound", err)
 	}
 }

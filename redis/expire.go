@@ -74,7 +74,7 @@ func (s *Store) Expire(ctx context.Context, now, purgeBefore time.Time, limit in
 	if err != nil {
 		return 0, false, err
 	}
-	_, counts, err := s.settle(ctx, "expire", work, ls, tether.StateExpired, now)
+	_, counts, err := s.settle(ctx, "expire", work, ls, tether.StateExpired, now, nil)
 	if err != nil {
 		return 0, false, err
 	}
@@ -335,8 +335,9 @@ func (l *logWork) found(work []entry, res []rueidis.RedisResult) ([]rueidis.Redi
 // their marks are skipped (a settled position stays settled, or becomes
 // one its cursor no longer addresses); the others' cursors are read and
 // written when they change. It returns the devices it looked at and how
-// many deliveries each settled.
-func (s *Store) settle(ctx context.Context, op string, work []entry, ls logs, state tether.DeliveryState, at time.Time) ([]string, []int, error) {
+// many deliveries each settled. sent, when set, gives by device the sends
+// the caller knows of; a larger count than the cursor's is recorded.
+func (s *Store) settle(ctx context.Context, op string, work []entry, ls logs, state tether.DeliveryState, at time.Time, sent map[string]int) ([]string, []int, error) {
 	marks := map[string][]tether.Mark{}
 	ids := map[pos]string{}
 	var devices []string
@@ -353,7 +354,7 @@ func (s *Store) settle(ctx context.Context, op string, work []entry, ls logs, st
 			if marks[d] == nil {
 				devices = append(devices, d)
 			}
-			marks[d] = append(marks[d], tether.Mark{Source: e.target, Seq: e.seq, State: state})
+			marks[d] = append(marks[d], tether.Mark{Source: e.target, Seq: e.seq, State: state, Attempts: sent[d]})
 		}
 	}
 	devices = slices.DeleteFunc(devices, func(d string) bool { return s.settledInCache(d, marks[d]) })

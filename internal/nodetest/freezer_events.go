@@ -8,8 +8,8 @@ import (
 )
 
 // Cancel is tether.Store.Cancel, held while f is frozen.
-func (f *Freezer) Cancel(ctx context.Context, id string, at time.Time) ([]string, error) {
-	return hold(f, ctx, "cancel", func(s tether.Store) ([]string, error) { return s.Cancel(ctx, id, at) })
+func (f *Freezer) Cancel(ctx context.Context, id string, at time.Time, sent map[string]int) ([]string, error) {
+	return hold(f, ctx, "cancel", func(s tether.Store) ([]string, error) { return s.Cancel(ctx, id, at, sent) })
 }
 
 // Append is tether.EventStore.Append, held while f is frozen.
