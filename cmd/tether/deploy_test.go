@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -292,7 +293,10 @@ func TestDeployMetricsExported(t *testing.T) {
 	used, recorded := deployMetricNames(t)
 	rs := redistest.Start(t)
 	admin := freeAddr(t)
-	c := startChild(t, t.TempDir(), "--store", "redis", "--redis-url", rs.URL(), "--admin-listen", admin)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
+	defer hook.Close()
+	c := startChild(t, t.TempDir(), "--store", "redis", "--redis-url", rs.URL(), "--admin-listen", admin,
+		"--webhook-url", hook.URL+"/hook", "--webhook-secret", "deploy-test")
 	d := dialDevice(t, c.addr, "pos-1")
 	d.next(5 * time.Second) // welcome
 	id := c.publish(t, "device:pos-1", map[string]int{"n": 1})
