@@ -70,7 +70,8 @@ type Options struct {
 	// at most ReplicaTimeout (zero: DefaultReplicaTimeout); when they do
 	// not, the call fails with an error wrapping tether.ErrUnavailable
 	// (the write itself may have been applied: a retry with the same
-	// message id is safe). Not on a cluster yet.
+	// message id is safe). On a cluster every primary a round trip
+	// writes to waits for that many of its own replicas (wait.go).
 	MinReplicas    int
 	ReplicaTimeout time.Duration
 	// Username and Password authenticate with Addrs; a URL carries its own.
@@ -140,6 +141,13 @@ type Store struct {
 	minReplicas    int           // WAIT for this many replicas after writes (0: none)
 	replicaTimeout time.Duration // WAIT's timeout
 
+	// On a cluster with minReplicas (wait.go): which slots share a
+	// primary, read by refreshShards until stopShards.
+	shards     atomic.Pointer[shardMap]
+	shardsKick chan struct{} // asks refreshShards to read the map now
+	stopShards context.CancelFunc
+	shardsDone chan struct{} // closed when refreshShards has returned
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 }
@@ -149,9 +157,6 @@ type Store struct {
 // redials them when they fail.
 func Open(ctx context.Context, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
-	if opts.MinReplicas > 0 && (opts.Cluster || len(opts.Addrs) > 0) {
-		return nil, tether.Errorf(tether.EInvalid, "redis: MinReplicas on a Redis Cluster is not supported yet")
-	}
 	if opts.MinReplicas < 0 {
 		return nil, tether.Errorf(tether.EInvalid, "redis: MinReplicas %d: must be 0 or more", opts.MinReplicas)
 	}
@@ -182,6 +187,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	if err := s.loadScripts(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.startShards(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -284,8 +293,14 @@ func (s *Store) Servers() []string {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
+		if s.stopShards != nil {
+			s.stopShards()
+		}
 		s.conns.closeAll()
 		s.c.Close()
+		if s.shardsDone != nil {
+			<-s.shardsDone
+		}
 	})
 	return nil
 }

@@ -8,8 +8,6 @@ import (
 	"fmt"
 
 	"github.com/redis/rueidis"
-
-	"github.com/tetherpush/tether"
 )
 
 // The Lua scripts, one file each in lua/; each file's header says its keys,
@@ -120,18 +118,19 @@ func (c call) build(b rueidis.Builder, eval bool) rueidis.Completed {
 // shards independently. A script the server does not have cached (after a
 // restart or failover: NOSCRIPT, nothing ran) is sent again as EVAL in a
 // second pipeline. The first failure of any call fails the round trip; a
-// nil reply is not a failure.
+// nil reply is not a failure. With MinReplicas, each pipeline that runs a
+// writing script ends with WAIT (wait.go), and every WAIT must answer
+// MinReplicas or more.
 func (s *Store) roundTrip(ctx context.Context, op string, calls []call) ([]rueidis.RedisResult, error) {
 	if len(calls) == 0 {
 		return nil, nil
 	}
 	b := s.c.B()
-	wait := s.waits(calls)
-	cmds := make(rueidis.Commands, len(calls), len(calls)+1)
+	cmds := make(rueidis.Commands, len(calls))
 	for i, c := range calls {
 		cmds[i] = c.build(b, false)
 	}
-	res, acked := s.doMulti(ctx, cmds, wait)
+	res, waits := s.doMulti(ctx, cmds, calls)
 	var again []int
 	for i, r := range res {
 		if re, ok := rueidis.IsRedisErr(r.Error()); ok && re.IsNoScript() && calls[i].sc != nil {
@@ -140,55 +139,39 @@ func (s *Store) roundTrip(ctx context.Context, op string, calls []call) ([]rueid
 	}
 	if len(again) > 0 {
 		cmds = cmds[:0]
-		for _, i := range again {
+		calls2 := make([]call, len(again))
+		for j, i := range again {
+			calls2[j] = calls[i]
 			cmds = append(cmds, calls[i].build(b, true))
 		}
-		res2, acked2 := s.doMulti(ctx, cmds, wait)
+		res2, waits2 := s.doMulti(ctx, cmds, calls2)
 		for j, r := range res2 {
 			res[again[j]] = r
 		}
-		acked = acked2
+		waits = append(waits, waits2...)
 	}
 	for _, r := range res {
 		if err := r.Error(); err != nil && !rueidis.IsRedisNil(err) {
 			return nil, s.wrap(ctx, op, err)
 		}
 	}
-	if wait {
-		n, err := acked.AsInt64()
-		if err != nil {
-			return nil, s.wrap(ctx, op, err)
-		}
-		if n < int64(s.minReplicas) {
-			return nil, fmt.Errorf("redis %s: %w: %d of %d replicas have the write after %v", op, tether.ErrUnavailable, n, s.minReplicas, s.replicaTimeout)
-		}
+	if err := s.checkWaits(ctx, op, waits); err != nil {
+		return nil, err
 	}
 	return res, nil
 }
 
-// waits reports whether calls write (a script that is not read-only) and
-// must therefore wait for s.minReplicas replicas.
-func (s *Store) waits(calls []call) bool {
-	if s.minReplicas == 0 {
-		return false
+// doMulti sends cmds, built from calls, as one pipeline, followed by the
+// WAITs of waitFor when calls write: WAIT is a blocking command, so
+// rueidis sends its node's part of the pipeline on one dedicated
+// connection, and WAIT counts the replicas that have the writes of that
+// part. It returns the answers of cmds and of the WAITs.
+func (s *Store) doMulti(ctx context.Context, cmds rueidis.Commands, calls []call) ([]rueidis.RedisResult, []rueidis.RedisResult) {
+	waits := s.waitFor(cmds, calls)
+	if len(waits) == 0 {
+		return s.c.DoMulti(ctx, cmds...), nil
 	}
-	for _, c := range calls {
-		if c.sc != nil && !c.sc.readOnly {
-			return true
-		}
-	}
-	return false
-}
-
-// doMulti sends cmds as one pipeline, followed by WAIT when wait is set:
-// WAIT is a blocking command, so rueidis sends the whole pipeline on one
-// dedicated connection, and WAIT counts the replicas that have its writes.
-// It returns the answers of cmds and WAIT's.
-func (s *Store) doMulti(ctx context.Context, cmds rueidis.Commands, wait bool) ([]rueidis.RedisResult, rueidis.RedisResult) {
-	if !wait {
-		return s.c.DoMulti(ctx, cmds...), rueidis.RedisResult{}
-	}
-	cmds = append(cmds, s.c.B().Wait().Numreplicas(int64(s.minReplicas)).Timeout(s.replicaTimeout.Milliseconds()).Build())
-	res := s.c.DoMulti(ctx, cmds...)
-	return res[:len(res)-1], res[len(res)-1]
+	n := len(cmds)
+	res := s.c.DoMulti(ctx, append(cmds, waits...)...)
+	return res[:n], res[n:]
 }

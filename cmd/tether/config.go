@@ -181,9 +181,6 @@ func (c *serveConfig) validate(hostname func() (string, error)) error {
 		if c.RedisMinReplicas < 0 {
 			bad("--redis-min-replicas %d: must be 0 or more", c.RedisMinReplicas)
 		}
-		if c.RedisMinReplicas > 0 && c.RedisCluster {
-			bad("--redis-min-replicas with --redis-cluster: not supported yet")
-		}
 		if c.RedisReplicaTimeout <= 0 {
 			bad("--redis-replica-timeout %v: must be positive", c.RedisReplicaTimeout)
 		}

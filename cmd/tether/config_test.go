@@ -131,6 +131,16 @@ func TestParseServeErrors(t *testing.T) {
 	}
 }
 
+// TestParseServeMinReplicasOnCluster: --redis-min-replicas works on a
+// Redis Cluster too (per shard, redis/wait.go).
+func TestParseServeMinReplicasOnCluster(t *testing.T) {
+	c := MustParseServe(t, nil, "--store", "redis", "--redis-url", "redis://10.0.0.1:7000", "--redis-cluster",
+		"--redis-min-replicas", "1", "--redis-replica-timeout", "500ms")
+	if !c.RedisCluster || c.RedisMinReplicas != 1 || c.RedisReplicaTimeout != 500*time.Millisecond {
+		t.Errorf("cluster %v, min replicas %d, replica timeout %v; want true, 1, 500ms", c.RedisCluster, c.RedisMinReplicas, c.RedisReplicaTimeout)
+	}
+}
+
 func TestParseServeReportsAllProblems(t *testing.T) {
 	_, err := parseServe([]string{"--store", "x", "--heartbeat", "-1s", "--max-inflight", "0"}, func(string) string { return "" }, &bytes.Buffer{})
 	if err == nil {

@@ -13,9 +13,11 @@ import (
 // and the wait for cluster_state:ok on every node.
 const clusterReadyTimeout = 30 * time.Second
 
-// Cluster is a Redis Cluster of three masters without replicas, each a
-// Server.
+// Cluster is a Redis Cluster of three primaries, each a Server, with or
+// without replicas.
 type Cluster struct {
+	// Nodes are all the servers: the three primaries and their replicas,
+	// in no particular order (Primaries and Replica tell them apart).
 	Nodes []*Server
 }
 
@@ -26,9 +28,24 @@ type Cluster struct {
 // killed when the test ends.
 func StartCluster(tb testing.TB, args ...string) *Cluster {
 	tb.Helper()
+	return startCluster(tb, 0, args)
+}
+
+// StartClusterReplicas is StartCluster with replicas replicas per primary:
+// 3×(1+replicas) servers, joined with redis-cli --cluster create
+// --cluster-replicas, which chooses which servers are primaries. It also
+// waits until every replica has synchronised with its primary
+// (master_link_status:up), so that WAIT counts them from the first write.
+func StartClusterReplicas(tb testing.TB, replicas int, args ...string) *Cluster {
+	tb.Helper()
+	return startCluster(tb, replicas, args)
+}
+
+func startCluster(tb testing.TB, replicas int, args []string) *Cluster {
+	tb.Helper()
 	cli := lookPath(tb, "redis-cli")
 	c := &Cluster{}
-	for i := 0; i < 3; i++ {
+	for i := 0; i < 3*(1+replicas); i++ {
 		nodeArgs := append([]string{
 			"--cluster-enabled", "yes",
 			"--cluster-config-file", "nodes.conf",
@@ -43,12 +60,62 @@ func StartCluster(tb testing.TB, args ...string) *Cluster {
 	defer cancel()
 	create := []string{"--cluster", "create"}
 	create = append(create, c.Addrs()...)
-	create = append(create, "--cluster-replicas", "0", "--cluster-yes")
+	create = append(create, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
 	if out, err := exec.CommandContext(ctx, cli, create...).CombinedOutput(); err != nil {
 		tb.Fatalf("redistest: redis-cli %s: %v\n%s", strings.Join(create, " "), err, out)
 	}
 	c.waitOK(tb, ctx)
+	if replicas > 0 {
+		c.waitReplicas(tb, ctx, replicas)
+	}
 	return c
+}
+
+// Primaries returns the nodes that are primaries now (ROLE says master).
+func (c *Cluster) Primaries(tb testing.TB) []*Server {
+	tb.Helper()
+	var out []*Server
+	for _, n := range c.Nodes {
+		if strings.HasPrefix(n.MustDo("ROLE"), "master\n") {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Replica returns a replica of primary (a node whose ROLE names primary's
+// port as its master), failing the test when it has none.
+func (c *Cluster) Replica(tb testing.TB, primary *Server) *Server {
+	tb.Helper()
+	_, port, _ := strings.Cut(primary.Addr, ":")
+	for _, n := range c.Nodes {
+		role := strings.Split(n.MustDo("ROLE"), "\n")
+		if len(role) >= 3 && role[0] == "slave" && role[2] == port {
+			return n
+		}
+	}
+	tb.Fatalf("redistest: no replica of %s", primary.Addr)
+	return nil
+}
+
+// waitReplicas waits until every replica's link to its primary is up and
+// every primary counts replicas connected replicas.
+func (c *Cluster) waitReplicas(tb testing.TB, ctx context.Context, replicas int) {
+	tb.Helper()
+	want := "connected_slaves:" + strconv.Itoa(replicas)
+	for _, n := range c.Nodes {
+		for {
+			info, err := n.Do("INFO", "replication")
+			if err == nil && (strings.Contains(info, "master_link_status:up") ||
+				strings.Contains(info, "role:master") && strings.Contains(info, want)) {
+				break
+			}
+			if ctx.Err() != nil {
+				tb.Fatalf("redistest: cluster node %s: replication not up within %v: %q, %v", n.Addr, clusterReadyTimeout, info, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }
 
 // Addrs returns the nodes' addresses.

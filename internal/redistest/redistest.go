@@ -1,7 +1,7 @@
 // Package redistest starts real redis-server processes for tests: one
-// instance (Start) or a Redis Cluster of three masters (StartCluster), each
-// on free loopback ports, in a temporary directory, stopped when the test
-// ends.
+// instance (Start) or a Redis Cluster of three masters (StartCluster, or
+// StartClusterReplicas with replicas), each on free loopback ports, in a
+// temporary directory, stopped when the test ends.
 //
 // When redis-server is not on PATH the test is skipped, or failed when the
 // environment variable CI is set, with a message saying how to install it.
