@@ -356,30 +356,25 @@ func (r *failoverRecord) killed(at time.Time) {
 }
 
 // windows returns the unavailability window of each failover: from the
-// first publish after the kill that was not answered 202 to the first 202
-// that follows the round's last failure (both publishers, both nodes).
+// first publish made after the kill that was not answered 202 to the
+// first publish after it that was (both publishers, both nodes).
 func (r *failoverRecord) windows() []time.Duration {
 	as := append([]pubAnswer(nil), r.answers...)
 	sort.Slice(as, func(i, j int) bool { return as[i].at.Before(as[j].at) })
 	var out []time.Duration
-	for k, kill := range r.kills {
-		var first, last, back time.Time
+	for _, kill := range r.kills {
+		var first time.Time
 		for _, a := range as {
-			if a.at.Before(kill) || k+1 < len(r.kills) && !a.at.Before(r.kills[k+1]) {
+			if a.at.Before(kill) {
 				continue
 			}
-			switch {
-			case a.code != 202:
-				if first.IsZero() {
-					first = a.at
-				}
-				last, back = a.at, time.Time{}
-			case back.IsZero() && !last.IsZero():
-				back = a.at
+			if a.code != 202 && first.IsZero() {
+				first = a.at
 			}
-		}
-		if !first.IsZero() && !back.IsZero() {
-			out = append(out, back.Sub(first).Round(time.Millisecond))
+			if a.code == 202 && !first.IsZero() {
+				out = append(out, a.at.Sub(first).Round(time.Millisecond))
+				break
+			}
 		}
 	}
 	return out

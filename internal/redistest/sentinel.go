@@ -88,13 +88,36 @@ func (ss *SentinelSet) MasterAddr() string {
 	return ""
 }
 
-// WaitFailover waits until the Sentinels name another primary than from,
-// and returns its address; it fails the test after timeout.
+// agreedMaster returns the primary's address when every Sentinel names
+// the same one, else "".
+func (ss *SentinelSet) agreedMaster() string {
+	agreed := ""
+	for _, s := range ss.Sentinels {
+		reply, err := s.Do("SENTINEL", "GET-MASTER-ADDR-BY-NAME", ss.Name)
+		host, port, ok := strings.Cut(reply, "\n")
+		if err != nil || !ok {
+			return ""
+		}
+		a := net.JoinHostPort(host, port)
+		if agreed != "" && a != agreed {
+			return ""
+		}
+		agreed = a
+	}
+	return agreed
+}
+
+// WaitFailover waits until every Sentinel names the same primary, other
+// than from, and returns its address; it fails the test after timeout.
+// Waiting for all of them matters: a Sentinel that has not yet heard of
+// the previous failover still names the primary before it, and a test
+// that took that for a new failover would restart the killed server while
+// the others still hold it for the primary.
 func (ss *SentinelSet) WaitFailover(from string, timeout time.Duration) string {
 	ss.Primary.tb.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		if a := ss.MasterAddr(); a != "" && a != from {
+		if a := ss.agreedMaster(); a != "" && a != from {
 			return a
 		}
 		if time.Now().After(deadline) {
