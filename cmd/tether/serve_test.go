@@ -428,8 +428,11 @@ func TestServeOnSentinel(t *testing.T) {
 	}
 	ss.Primary.Kill()
 	var second string
-	killed, codes, slowest := time.Now(), map[int]int{}, time.Duration(0)
+	killed, codes, slowest, unready := time.Now(), map[int]int{}, time.Duration(0), 0
 	waitFor(t, 20*time.Second, "a publish accepted after the failover", func() bool {
+		if status(t, "http://"+c.addr+"/readyz") == 503 {
+			unready++
+		}
 		body, _ := json.Marshal(map[string]any{"target": "device:pos-1", "data": map[string]int{"n": 2}})
 		req, _ := http.NewRequest("POST", "http://"+c.addr+"/v1/messages", bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+childKey)
@@ -446,12 +449,15 @@ func TestServeOnSentinel(t *testing.T) {
 		second = out.ID
 		return resp.StatusCode == 202
 	})
-	t.Logf("publishes answered %v while failing over; 202 again %v after the kill; slowest answer %v",
-		codes, time.Since(killed).Round(time.Millisecond), slowest.Round(time.Millisecond))
+	t.Logf("publishes answered %v while failing over (/readyz 503 %d times); 202 again %v after the kill; slowest answer %v",
+		codes, unready, time.Since(killed).Round(time.Millisecond), slowest.Round(time.Millisecond))
 	for code := range codes {
 		if code != 202 && code != 503 {
 			t.Errorf("a publish during the failover was answered %d, want 503 (then 202)", code)
 		}
+	}
+	if unready == 0 {
+		t.Errorf("/readyz never answered 503 while the primary was down")
 	}
 	if slowest > 2*time.Second {
 		t.Errorf("a publish during the failover took %v to be answered, want a fast 503", slowest)
