@@ -512,9 +512,10 @@ func TestServeMinReplicas(t *testing.T) {
 		defer resp.Body.Close()
 		return resp.StatusCode, resp.Header.Get("Retry-After"), time.Since(start)
 	}
-	if code, _, _ := post(); code != 202 {
-		t.Fatalf("publish with the replica following: %d, want 202", code)
-	}
+	// On a loaded machine (CI runs the packages side by side) a replica
+	// may take longer than the 500 ms timeout to confirm a write: a 503
+	// then is the promised answer, and a publisher retries.
+	waitFor(t, 15*time.Second, "a publish answered 202 while the replica follows", func() bool { code, _, _ := post(); return code == 202 })
 	r.Pause()
 	code, retry, took := post()
 	if code != 503 || retry == "" || took > 3*time.Second {
