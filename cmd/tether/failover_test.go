@@ -18,7 +18,6 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/tetherpush/tether/internal/redistest"
-	"github.com/tetherpush/tether/token"
 )
 
 // failoverRounds is how many primaries TestFailoverUnderLoad kills in a row.
@@ -391,28 +390,14 @@ func (r *failoverRecord) codeSummary() map[int]int {
 	return out
 }
 
-// dialFailoverDevice connects device to the node at addr and reads its
-// welcome.
+// dialFailoverDevice connects device to the node at addr, reads its
+// welcome and returns the connection and its reader.
 func dialFailoverDevice(t *testing.T, addr, device string) (net.Conn, io.Reader) {
 	t.Helper()
-	tok, err := token.Sign([]byte(childSecret), token.Claims{Device: device, ExpiresAt: time.Now().Add(time.Hour)})
-	if err != nil {
-		t.Fatal(err)
+	d := dialDevice(t, addr, device)
+	if typ, _, _, _ := d.next(5 * time.Second); typ != "welcome" {
+		t.Fatalf("first frame %q, want welcome", typ)
 	}
-	d := ws.Dialer{Header: ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + tok}}), Timeout: 5 * time.Second}
-	conn, br, _, err := d.Dial(context.Background(), "ws://"+addr+"/v1/connect")
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	var r io.Reader = conn
-	if br != nil { // the welcome may have arrived with the handshake
-		r = io.MultiReader(br, conn)
-	}
-	t.Cleanup(func() { conn.Close() })
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if f, err := ws.ReadFrame(r); err != nil || !bytes.Contains(f.Payload, []byte(`"welcome"`)) {
-		t.Fatalf("no welcome: %v", err)
-	}
-	_ = conn.SetReadDeadline(time.Time{})
-	return conn, r
+	_ = d.conn.SetReadDeadline(time.Time{})
+	return d.conn, d.r
 }

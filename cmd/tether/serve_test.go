@@ -384,7 +384,8 @@ func TestServeOnSentinel(t *testing.T) {
 	ss := redistest.StartSentinelSet(t)
 	admin := freeAddr(t)
 	c := startChild(t, t.TempDir(), "--store", "redis", "--redis-url", "redis://"+ss.Name+"/0",
-		"--redis-sentinel", strings.Join(ss.SentinelAddrs(), ","), "--admin-listen", admin)
+		"--redis-sentinel", strings.Join(ss.SentinelAddrs(), ","), "--admin-listen", admin,
+		"--heartbeat", "10s") // the device reads nothing while the test publishes through the failover
 	servers := func() []string { // what /debug/doctor says the store uses
 		resp, err := http.Get("http://" + admin + "/debug/doctor")
 		if err != nil {

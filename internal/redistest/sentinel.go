@@ -11,9 +11,16 @@ import (
 	"time"
 )
 
+// DownAfter is how long the Sentinels of a SentinelSet wait for a silent
+// primary before they fail it over (down-after-milliseconds). At 1 s, a
+// primary starved of CPU on a loaded CI machine (two cores, every package
+// testing at once) was taken for dead and failed over a second time,
+// back to a server that had just come back empty.
+const DownAfter = 3 * time.Second
+
 // SentinelSet is a Redis primary, one replica and three Sentinels that
-// watch them as master set Name (quorum 2, a primary is down after 1 s
-// without answers), all on loopback. Everything is killed when the test
+// watch them as master set Name (quorum 2, a primary is down after
+// DownAfter without answers), all on loopback. Everything is killed when the test
 // ends.
 type SentinelSet struct {
 	Name      string
@@ -41,9 +48,9 @@ func StartSentinelSet(tb testing.TB, args ...string) *SentinelSet {
 		port := freePort(tb)
 		conf := filepath.Join(dir, "sentinel.conf")
 		text := fmt.Sprintf("port %[1]d\nbind 127.0.0.1\ndir %[2]s\nlogfile %[3]s\n"+
-			"sentinel monitor %[4]s 127.0.0.1 %[5]s 2\nsentinel down-after-milliseconds %[4]s 1000\n"+
+			"sentinel monitor %[4]s 127.0.0.1 %[5]s 2\nsentinel down-after-milliseconds %[4]s %[6]d\n"+
 			"sentinel failover-timeout %[4]s 10000\nsentinel parallel-syncs %[4]s 1\n",
-			port, dir, filepath.Join(dir, "redis.log"), ss.Name, pport)
+			port, dir, filepath.Join(dir, "redis.log"), ss.Name, pport, DownAfter.Milliseconds())
 		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 			tb.Fatalf("redistest: %v", err)
 		}
