@@ -92,6 +92,10 @@ type Store struct {
 	closeErr  error
 }
 
+// initialMmapSize is the size of the file's first mapping: 1 GiB of
+// address space (bbolt maps again, doubling, when the file outgrows it).
+const initialMmapSize = 1 << 30
+
 // Open opens or creates the store file at path (its directory is created
 // when missing) and starts the committer. It waits at most
 // opts.OpenTimeout for another process to release the file.
@@ -106,6 +110,11 @@ func Open(path string, opts Options) (*Store, error) {
 		// written on every commit, which shortens each commit.
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
+		// Address space, not memory: a file that grows past the mapping
+		// is mapped again, and that waits for every read transaction and
+		// holds the writer meanwhile (the event log grows the file by
+		// megabytes a second under load).
+		InitialMmapSize: initialMmapSize,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bolt open %s: %w", path, err)
