@@ -96,9 +96,10 @@ type connState struct {
 	endAt       time.Time // the reader ended: the server closed TCP, or stop
 	endErr      error
 
-	probe     probeKind
-	probeAt   time.Time
-	sockState string // FIN probe left open: the client socket's TCP state
+	probe      probeKind
+	probeAt    time.Time
+	cutByProbe int    // in the copies state returns: pings unanswered, sent within probeGrace of probeAt
+	sockState  string // FIN probe left open: the client socket's TCP state
 }
 
 // samples keeps at most maxSamples durations, a uniform sample of all
@@ -517,12 +518,27 @@ func (c *conn) noteSocketState(states map[sockKey]string) {
 	c.mu.Unlock()
 }
 
+// probeGrace is how long before the check closes a connection (or sends
+// its FIN) a ping may have been sent and still go unanswered without
+// counting against the server: a server that reads the ping and then the
+// close may echo the close first and drop the pong, as RFC 6455 allows
+// (nothing is sent after a close). At most a quarter of the timeout.
+const probeGrace = 250 * time.Millisecond
+
 // state returns a copy of what the connection saw.
 func (c *conn) state() connState {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.st
 	st.unanswered = len(c.st.pending)
+	if !st.probeAt.IsZero() {
+		from := st.probeAt.Add(-min(probeGrace, c.timeout/4))
+		for _, at := range c.st.pending {
+			if at.After(from) {
+				st.cutByProbe++
+			}
+		}
+	}
 	st.pending = nil
 	st.rtts.d = append([]time.Duration(nil), c.st.rtts.d...)
 	st.srvPingGaps.d = append([]time.Duration(nil), c.st.srvPingGaps.d...)

@@ -110,7 +110,9 @@ type CloseCount struct {
 
 // PingResult passes when at least PingPassRatio of the pings were answered
 // within the timeout. Pings still unanswered when the server closed their
-// connection are CutOff and left out of the ratio.
+// connection, or sent less than probeGrace before the check's own close
+// or FIN of it (whose answer that close may rightly cut), are CutOff and
+// left out of the ratio.
 type PingResult struct {
 	Result
 	Sent     int      `json:"sent"`
@@ -385,6 +387,8 @@ func judgePings(cfg *Config, states []connState, p phases) PingResult {
 		res.Late += st.late
 		if closedBefore(st, p.probeAt) {
 			res.CutOff += st.unanswered
+		} else {
+			res.CutOff += st.cutByProbe
 		}
 		rtts = append(rtts, st.rtts.d...)
 	}
@@ -407,7 +411,7 @@ func judgePings(cfg *Config, states []connState, p phases) PingResult {
 		s += fmt.Sprintf("; %d late", res.Late)
 	}
 	if res.CutOff > 0 {
-		s += fmt.Sprintf("; %d cut off by server closes", res.CutOff)
+		s += fmt.Sprintf("; %d cut off by closes", res.CutOff)
 	}
 	res.Summary = s
 	return res
