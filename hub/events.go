@@ -154,6 +154,8 @@ func (h *Hub) Events(ctx context.Context, after string, limit int, wait time.Dur
 	deadline := time.Now().Add(min(wait, MaxEventsWait))
 	tick := time.NewTicker(eventPoll)
 	defer tick.Stop()
+	timeout := time.NewTimer(time.Until(deadline))
+	defer timeout.Stop()
 	for {
 		changed := h.events.wait()
 		var evs []tether.LogEvent
@@ -169,7 +171,7 @@ func (h *Hub) Events(ctx context.Context, after string, limit int, wait time.Dur
 			return nil, nil // the client went away
 		case <-changed:
 		case <-tick.C:
-		case <-time.After(time.Until(deadline)):
+		case <-timeout.C: // one more look, then the empty answer
 		}
 	}
 }
