@@ -16,7 +16,7 @@ import (
 // spans) from its log's shard; the cursors of the devices addressed (but
 // those the store has seen settle it); then one compare-and-set script
 // per device that changes, which appends its delivery.cancelled event
-// (but on a Redis Cluster, which keeps no event log). A second Cancel
+// (on a Redis Cluster, to its slot's outbox: relay.go). A second Cancel
 // changes nothing and returns no device. ErrNotFound (wrapped) for an
 // unknown or purged id. See tether.Store.
 func (s *Store) Cancel(ctx context.Context, id string, at time.Time, sent map[string]int) ([]string, error) {

@@ -119,7 +119,9 @@ func (s *Store) update(ctx context.Context, op string, devices []string, fresh b
 			}
 			units, sent, writes[i] = append(units, c), append(sent, i), blob
 		}
-		if todo, err = s.casRound(ctx, op, devices, units, sent, writes, base, out, !fresh); err != nil {
+		todo, err = s.casRound(ctx, op, devices, units, sent, writes, base, out, !fresh)
+		s.markOutboxes(units)
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -156,9 +158,10 @@ func (s *Store) casRound(ctx context.Context, op string, devices []string, units
 }
 
 // casCall returns the cas script writing the cursors fn makes of the
-// encoded cursors old, with the events fn reports (but on a cluster,
-// which keeps no event log), the value it writes, and whether fn changed
-// anything (the value, or history to add).
+// encoded cursors old, with the events fn reports (appended to the event
+// log, or on a cluster to the outbox of the device's slot: relay.go), the
+// value it writes, and whether fn changed anything (the value, or history
+// to add).
 func (s *Store) casCall(device, old string, fn func([]tether.Cursor) ([]tether.Cursor, []tether.HistOp, []tether.LogEvent, error)) (unit, string, bool, error) {
 	cs, err := ledger.DecodeCursors([]byte(old))
 	if err != nil {
@@ -173,7 +176,7 @@ func (s *Store) casCall(device, old string, fn func([]tether.Cursor) ([]tether.C
 		blob = string(ledger.EncodeCursors(cs))
 	}
 	lines, n := "", "0"
-	if len(events) > 0 && s.eventsOn() {
+	if len(events) > 0 {
 		if lines, err = encodeEvents(events); err != nil {
 			return unit{}, "", false, fmt.Errorf("redis events of %s: %w", device, err)
 		}
@@ -185,10 +188,15 @@ func (s *Store) casCall(device, old string, fn func([]tether.Cursor) ([]tether.C
 		keys = append(keys, s.k.hist(device, h.Source))
 		args = append(args, strconv.Itoa(len(keys)), strconv.FormatUint(h.Range.To, 10), histMember(h.Range))
 	}
-	if lines != "" {
-		keys = append(keys, s.k.eventLog().log)
+	u := unit{sc: scriptCAS, keys: keys, args: args}
+	switch {
+	case lines != "" && s.cluster:
+		slot := slotOf(u.keys[0])
+		u.keys, u.outbox = append(u.keys, s.k.outbox(slot)), int(slot)+1
+	case lines != "":
+		u.keys = append(u.keys, s.k.eventLog().log)
 	}
-	return unit{sc: scriptCAS, keys: keys, args: args}, blob, blob != old || len(hist) > 0, nil
+	return u, blob, blob != old || len(hist) > 0, nil
 }
 
 // bases returns the cursors value of each device: from the cache unless
@@ -281,8 +289,9 @@ func (s *Store) Cursors(ctx context.Context, devices []string) ([][]tether.Curso
 // the store has not seen yet, and one for the message ids of settled
 // positions it did not publish or read recently). The script that writes
 // a device's cursors appends the delivery events of what they settle
-// (Outcome.Settled) to the event log, but on a Redis Cluster. EInvalid
-// for a bad device id. See tether.Store.
+// (Outcome.Settled) to the event log (on a Redis Cluster, to its slot's
+// outbox, which the relay moves to the log: relay.go). EInvalid for a bad
+// device id. See tether.Store.
 func (s *Store) Commit(ctx context.Context, changes []tether.Change) ([]tether.Committed, error) {
 	for _, ch := range changes {
 		if err := tether.CheckID("device", ch.Device); err != nil {
@@ -303,22 +312,16 @@ func (s *Store) Commit(ctx context.Context, changes []tether.Change) ([]tether.C
 	if err != nil {
 		return nil, err
 	}
-	var ids map[pos]string
-	if s.eventsOn() {
-		if ids, err = s.knownIDs(ctx, "commit", marks); err != nil {
-			return nil, err
-		}
+	ids, err := s.knownIDs(ctx, "commit", marks)
+	if err != nil {
+		return nil, err
 	}
 	idOf := func(m tether.Mark) string { return ids[pos{m.Source, m.Seq}] }
 	out := make([]tether.Committed, len(changes))
 	cs, err := s.update(ctx, "commit", devices, false, func(i int, cs []tether.Cursor) ([]tether.Cursor, []tether.HistOp, []tether.LogEvent, error) {
 		cs, outcome, hist := tether.ApplyMarks(cs, changes[i].Device, marks[i], changes[i].At)
 		out[i].Outcome = outcome
-		var events []tether.LogEvent
-		if ids != nil {
-			events = tether.DeliveryEvents(changes[i].Device, outcome.Settled, changes[i].At, idOf)
-		}
-		return cs, hist, events, nil
+		return cs, hist, tether.DeliveryEvents(changes[i].Device, outcome.Settled, changes[i].At, idOf), nil
 	})
 	if err != nil {
 		return nil, err
@@ -391,7 +394,7 @@ func (s *Store) placeAcks(ctx context.Context, changes []tether.Change) ([][]tet
 				return nil, fmt.Errorf("redis commit: %w", err)
 			}
 			marks = append(marks, tether.Mark{Source: l.source, Seq: seq, State: tether.StateAcked})
-			if s.eventsOn() && k < len(ids) {
+			if k < len(ids) {
 				s.ids.putOne(pos{l.source, seq}, ids[k])
 			}
 		}

@@ -27,22 +27,16 @@ import (
 // XADD writes it is not: "5-10" < "5-9").
 //
 // Delivery events are appended by the cas script that settles them, in
-// the same script, so that none is lost or invented: on a Redis Cluster
-// the cursors of devices live on every shard, and no script of theirs may
-// write one stream, so this version keeps the event log on a single
-// instance or Sentinel only (errEventsOnCluster); there Commit, Expire
-// and Cancel report nothing.
+// the same script, so that none is lost or invented. On a Redis Cluster
+// the cursors of devices live on every shard and no script of theirs may
+// write the log: the script appends to its slot's outbox instead, and the
+// relay moves outboxes to the log, each entry exactly once (relay.go).
 
 // Widths of an event ID's parts, "<ms>-<seq>.<index>": the entry's
 // milliseconds and sequence number, and the index of the event in it. An
 // entry's events are one script argument, at most 512 MB, and each takes
 // more than 60 bytes: fewer than 10^7.
 const eventIDFormat = "%015d-%010d.%07d"
-
-// errEventsOnCluster answers the EventStore methods on a Redis Cluster.
-func errEventsOnCluster(op string) error {
-	return tether.Errorf(tether.EInvalid, "redis %s: the event log needs a single Redis or Sentinel, not a Cluster, in this version", op)
-}
 
 var (
 	//go:embed lua/events.lua
@@ -59,23 +53,10 @@ var (
 	scriptSent   = newScript(sentLua, false)
 )
 
-// eventsOn reports whether s keeps the event log (not on a cluster).
-func (s *Store) eventsOn() bool { return !s.cluster }
-
-// checkEvents returns the error an EventStore method fails with before it
-// starts: on a cluster, closed, or ctx done.
-func (s *Store) checkEvents(ctx context.Context, op string) error {
-	if !s.eventsOn() {
-		return errEventsOnCluster(op)
-	}
-	return s.check(ctx, op)
-}
-
 // Append adds events as one entry of the event log's stream (XADD, one
-// command) and sets their IDs. EInvalid on a Redis Cluster. See
-// tether.EventStore.
+// command) and sets their IDs. See tether.EventStore.
 func (s *Store) Append(ctx context.Context, events []tether.LogEvent) error {
-	if err := s.checkEvents(ctx, "append events"); err != nil {
+	if err := s.check(ctx, "append events"); err != nil {
 		return err
 	}
 	if len(events) == 0 {
@@ -105,11 +86,13 @@ func (s *Store) Append(ctx context.Context, events []tether.LogEvent) error {
 
 // Events returns up to limit events after the event after, oldest first:
 // one read-only script, which reads the stream from after's entry (or the
-// oldest retained, when that is gone) only as far as it must. EInvalid
-// for an after this store did not make, and on a Redis Cluster. See
+// oldest retained, when that is gone) only as far as it must. On a
+// cluster the outboxes this store wrote to are moved to the log first
+// (flushEvents), so that it reads its own writes; when that fails the log
+// is read as it is. EInvalid for an after this store did not make. See
 // tether.EventStore.
 func (s *Store) Events(ctx context.Context, after string, limit int) ([]tether.LogEvent, error) {
-	if err := s.checkEvents(ctx, "events"); err != nil {
+	if err := s.check(ctx, "events"); err != nil {
 		return nil, err
 	}
 	if limit <= 0 {
@@ -123,6 +106,11 @@ func (s *Store) Events(ctx context.Context, after string, limit int) ([]tether.L
 		}
 		from = strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq, 10)
 		seen, skip = from, idx+1
+	}
+	if s.relay != nil {
+		fctx, cancel := context.WithTimeout(ctx, flushBound)
+		s.flushEvents(fctx) // an error leaves the outboxes dirty, for the relay
+		cancel()
 	}
 	res, err := s.roundTrip(ctx, "events", []call{scriptCall(scriptEvents, []string{s.k.eventLog().log},
 		from, seen, strconv.Itoa(skip), strconv.Itoa(limit))})
@@ -154,9 +142,9 @@ func (s *Store) Events(ctx context.Context, after string, limit int) ([]tether.L
 
 // Trim drops the entries of the event log appended before before, to the
 // millisecond (XTRIM MINID, one command): the stream's ids are the times
-// Redis appended them. EInvalid on a Redis Cluster. See tether.EventStore.
+// Redis appended them. See tether.EventStore.
 func (s *Store) Trim(ctx context.Context, before time.Time) error {
-	if err := s.checkEvents(ctx, "trim events"); err != nil {
+	if err := s.check(ctx, "trim events"); err != nil {
 		return err
 	}
 	ms := before.UnixMilli()
@@ -172,10 +160,10 @@ func (s *Store) Trim(ctx context.Context, before time.Time) error {
 
 // Lease takes or renews the webhook sender's lease for holder (the lease
 // script: one key with a PX ttl; renewing with a shorter ttl shortens
-// it). EInvalid for an empty holder or a ttl under a millisecond, and on
-// a Redis Cluster. See tether.EventStore.
+// it). EInvalid for an empty holder or a ttl under a millisecond. See
+// tether.EventStore.
 func (s *Store) Lease(ctx context.Context, holder string, ttl time.Duration) (bool, string, error) {
-	if err := s.checkEvents(ctx, "lease"); err != nil {
+	if err := s.check(ctx, "lease"); err != nil {
 		return false, "", err
 	}
 	if holder == "" || ttl < time.Millisecond {
@@ -201,10 +189,9 @@ func (s *Store) Lease(ctx context.Context, holder string, ttl time.Duration) (bo
 
 // Sent records id as the last event sent when holder has the lease (the
 // sent script); an error wrapping tether.ErrLeaseLost when it has not.
-// EInvalid for an id this store did not make, and on a Redis Cluster. See
-// tether.EventStore.
+// EInvalid for an id this store did not make. See tether.EventStore.
 func (s *Store) Sent(ctx context.Context, holder, id string) error {
-	if err := s.checkEvents(ctx, "sent"); err != nil {
+	if err := s.check(ctx, "sent"); err != nil {
 		return err
 	}
 	if _, _, _, ok := parseEventID(id); !ok && id != "" {
@@ -220,6 +207,11 @@ func (s *Store) Sent(ctx context.Context, holder, id string) error {
 	}
 	return nil
 }
+
+// flushBound bounds the wait of Events for the move of this store's
+// outboxes (a shard that does not answer would otherwise hold every read
+// of the log).
+const flushBound = time.Second
 
 // eventID returns the ID of event index of stream entry ms-seq.
 func eventID(ms, seq uint64, index int) string {

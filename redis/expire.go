@@ -330,8 +330,8 @@ func (l *logWork) found(work []entry, res []rueidis.RedisResult) ([]rueidis.Redi
 
 // settle is Expire's third round trip, and Cancel's: each message of
 // work to settle is settled as state at at in the cursors of the devices
-// it is addressed to, with the delivery events of what that settles (but
-// on a cluster). Devices whose cursors the store has seen settle all of
+// it is addressed to, with the delivery events of what that settles.
+// Devices whose cursors the store has seen settle all of
 // their marks are skipped (a settled position stays settled, or becomes
 // one its cursor no longer addresses); the others' cursors are read and
 // written when they change. It returns the devices it looked at and how

@@ -43,16 +43,24 @@ import (
 //	P:{x:n}:late  zset, all scores 0   members recorded at or below done: not settled yet
 //	P:{x:n}:meta  hash  msgID → target ("device:D" or "group:G") and client id, "target\nclientID"
 //
-// The event log (SPEC section 11; events.go), tag {e}, on a single
-// instance or Sentinel only:
+// The event log (SPEC section 11; events.go), tag {e}:
 //
 //	P:{e}:log    stream one entry per Append, and per script call that settled deliveries
-//	                    (Commit, Expire, Cancel): field n the number of its events, then
-//	                    fields e (one per Append, per device in a script) holding their JSON
-//	                    lines, without id; an event's ID is the entry's id and its index
-//	                    in the entry, zero-padded (eventID)
+//	                    (Commit, Expire, Cancel; on a cluster, per move of the relay):
+//	                    field n the number of its events, then fields e (one per Append,
+//	                    per device in a script) holding their JSON lines, without id; an
+//	                    event's ID is the entry's id and its index in the entry,
+//	                    zero-padded (eventID)
 //	P:{e}:lease  string the webhook sender holding the lease, expiring with it (PX)
 //	P:{e}:sent   string the ID of the last event the lease holders sent
+//	P:{e}:moved  hash   on a cluster: slot → id of the newest entry of its outbox moved to
+//	                    the log (relay.go)
+//
+// On a cluster, per slot N, tag {oN'} where oN' is the first of "o0",
+// "o1", … in slot N (outboxTags):
+//
+//	P:{oN'}:out  stream the events the scripts of slot N settled, in the log's entry
+//	                    format, until the relay moves them to the log
 //
 //	P:layout      string layout version
 
@@ -96,12 +104,15 @@ func (k keys) hist(device string, source tether.Target) string {
 }
 
 // eventKeys holds the keys of the event log.
-type eventKeys struct{ log, lease, sent string }
+type eventKeys struct{ log, lease, sent, moved string }
 
 func (k keys) eventLog() eventKeys {
 	t := k.prefix + ":{e}:"
-	return eventKeys{log: t + "log", lease: t + "lease", sent: t + "sent"}
+	return eventKeys{log: t + "log", lease: t + "lease", sent: t + "sent", moved: t + "moved"}
 }
+
+// outbox returns the key of the outbox of slot (relay.go).
+func (k keys) outbox(slot uint16) string { return k.prefix + ":{" + outboxTags()[slot] + "}:out" }
 
 // bucket holds the keys of one expiry bucket.
 type bucket struct{ due, done, late, meta string }

@@ -133,9 +133,7 @@ func (s *Store) appendLogs(ctx context.Context, msgs []*tether.Message) ([]tethe
 				return nil, fmt.Errorf("redis publish: append answer: %w", errCorrupt)
 			}
 			out[i] = tether.PublishResult{ID: id, Seq: seq, Recipients: int(n), Duplicate: kind == "d"}
-			if s.eventsOn() {
-				s.ids.putOne(pos{order[c], seq}, id)
-			}
+			s.ids.putOne(pos{order[c], seq}, id)
 		}
 	}
 	return out, nil
@@ -188,9 +186,7 @@ func (s *Store) Read(ctx context.Context, reqs []tether.ReadRequest) ([][]tether
 		if out[i], err = entriesOf(r); err != nil {
 			return nil, fmt.Errorf("redis read %s: %w", reqs[i].Source, err)
 		}
-		if s.eventsOn() {
-			s.ids.put(reqs[i].Source, out[i])
-		}
+		s.ids.put(reqs[i].Source, out[i])
 	}
 	return out, nil
 }

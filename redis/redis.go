@@ -148,6 +148,8 @@ type Store struct {
 	stopShards context.CancelFunc
 	shardsDone chan struct{} // closed when refreshShards has returned
 
+	relay *relay // on a cluster: moves events from the outboxes to the log (relay.go)
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 }
@@ -194,6 +196,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	s.startRelay()
 	return s, nil
 }
 
@@ -301,6 +304,7 @@ func (s *Store) Close() error {
 		if s.shardsDone != nil {
 			<-s.shardsDone
 		}
+		s.stopRelay()
 	})
 	return nil
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -91,18 +89,12 @@ func TestStoreDurableRestart(t *testing.T) {
 	})
 }
 
-// readsEventLog names the subtests of storetest.Run that read the event
-// log, which a Redis Cluster does not keep in this version (events.go):
-// they are skipped there, and TestEventsOnCluster checks what Cancel does
-// on a cluster.
-var readsEventLog = []string{"DeliveryEvents", "AckIDEvents", "ExpireEvents", "Cancel"}
-
 func TestStoreCluster(t *testing.T) {
 	c := redistest.StartCluster(t)
 	storetest.Run(t, func(t *testing.T) tether.Store {
-		if i := strings.LastIndexByte(t.Name(), '/'); slices.Contains(readsEventLog, t.Name()[i+1:]) {
-			t.Skip("the event log needs a single Redis or Sentinel in this version")
-		}
+		return MustOpen(t, redis.Options{Addrs: c.Addrs(), Prefix: newPrefix()})
+	})
+	storetest.RunEvents(t, func(t *testing.T) tether.EventStore {
 		return MustOpen(t, redis.Options{Addrs: c.Addrs(), Prefix: newPrefix()})
 	})
 	storetest.RunDurable(t, func(t *testing.T, dir string) tether.Store {

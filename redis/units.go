@@ -48,6 +48,7 @@ func newUnitScript(body string) *script {
 type unit struct {
 	sc         *script
 	keys, args []string
+	outbox     int // on a cluster, 1 + the slot of the outbox the unit appends events to; 0: none
 }
 
 // runUnits runs units in one round trip and returns the answer of each.

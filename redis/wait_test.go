@@ -206,19 +206,12 @@ func TestClusterMinReplicas(t *testing.T) {
 	}
 }
 
-// readsEvents are the subtests of storetest.Run that read the event log,
-// which a cluster does not keep (readsEventLog in redis_test.go).
-var readsEvents = []string{"DeliveryEvents", "AckIDEvents", "ExpireEvents", "Cancel"}
-
 // TestStoreClusterMinReplicas runs the conformance suite on a cluster with
 // a replica per primary and MinReplicas 1.
 func TestStoreClusterMinReplicas(t *testing.T) {
 	c := redistest.StartClusterReplicas(t, 1)
 	var n atomic.Int64
 	storetest.Run(t, func(t *testing.T) tether.Store {
-		if i := strings.LastIndexByte(t.Name(), '/'); slices.Contains(readsEvents, t.Name()[i+1:]) {
-			t.Skip("the event log needs a single Redis or Sentinel in this version")
-		}
 		return openReplicaCluster(t, c, fmt.Sprintf("m%d", n.Add(1)), time.Second)
 	})
 }

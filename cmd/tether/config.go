@@ -219,9 +219,6 @@ func (c *serveConfig) validateWebhook() []error {
 	if c.WebhookSecret == "" {
 		errs = append(errs, errors.New("--webhook-url needs --webhook-secret: receivers check each batch's Tether-Signature with it"))
 	}
-	if c.Store == storeRedis && c.RedisCluster {
-		errs = append(errs, errors.New("--webhook-url with --redis-cluster: the event log needs a single Redis or Sentinel in this version"))
-	}
 	return errs
 }
 

@@ -114,7 +114,6 @@ func TestParseServeErrors(t *testing.T) {
 		{"webhook url", nil, []string{"--webhook-url", "ftp://x/hook", "--webhook-secret", "s"}, `--webhook-url "ftp://x/hook": want an http:// or https:// URL`},
 		{"webhook without secret", nil, []string{"--webhook-url", "http://127.0.0.1:9000/hook"}, "--webhook-url needs --webhook-secret"},
 		{"webhook secret alone", map[string]string{"TETHER_WEBHOOK_SECRET": "s"}, nil, "--webhook-secret without --webhook-url"},
-		{"webhook on cluster", nil, []string{"--store", "redis", "--redis-cluster", "--webhook-url", "http://127.0.0.1:9000/hook", "--webhook-secret", "s"}, "--webhook-url with --redis-cluster"},
 		{"event retention", nil, []string{"--event-retention", "0s"}, "--event-retention 0s: must be positive"},
 		{"node id", nil, []string{"--node-id", "node 1"}, `--node-id "node 1"`},
 		{"data dir", nil, []string{"--data-dir", ""}, "--data-dir: must not be empty"},

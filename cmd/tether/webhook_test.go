@@ -211,10 +211,11 @@ func TestWebhookNodeKill9(t *testing.T) {
 	rc.logDuplicates(t)
 }
 
-// TestWebhookFleetOneSender runs two nodes on one redis-server, each with
-// its own webhook path on one receiver: no event arrives from both. The
-// node holding the sender's lease is killed with SIGKILL; the other takes
-// over and new events arrive.
+// TestWebhookFleetOneSender runs two nodes, each with its own webhook path
+// on one receiver, on one redis-server and on a Redis Cluster (whose
+// delivery events go through the relay of redis/relay.go): no event
+// arrives from both. The node holding the sender's lease is killed with
+// SIGKILL; the other takes over and new events arrive.
 //
 // serve gives the sender a heartbeat of min(webhook.DefaultHeartbeat,
 // --heartbeat), 1 s here: the lease lasts 3 s and the other node tries to
@@ -223,10 +224,21 @@ func TestWebhookNodeKill9(t *testing.T) {
 // second for the first batch on a loaded machine, and the figure is
 // logged.
 func TestWebhookFleetOneSender(t *testing.T) {
+	t.Run("redis", func(t *testing.T) {
+		testWebhookFleet(t, "--store", "redis", "--redis-url", redistest.Start(t).URL())
+	})
+	// On a cluster the delivery events go through the outboxes of the
+	// devices' slots and the relay (redis/relay.go).
+	t.Run("cluster", func(t *testing.T) {
+		c := redistest.StartCluster(t)
+		testWebhookFleet(t, "--store", "redis", "--redis-cluster", "--redis-url", "redis://"+c.Nodes[0].Addr)
+	})
+}
+
+func testWebhookFleet(t *testing.T, store ...string) {
 	closeAPIClient(t)
-	r := redistest.Start(t)
 	rc := startReceiver(t)
-	fleet := []string{"--store", "redis", "--redis-url", r.URL(), "--heartbeat", "1s", "--webhook-secret", hookSecret}
+	fleet := append(store, "--heartbeat", "1s", "--webhook-secret", hookSecret)
 	nodes := map[string]*child{
 		"/hook/a": startChild(t, t.TempDir(), append(fleet, "--node-id", "node-a", "--webhook-url", rc.url("/hook/a"))...),
 		"/hook/b": startChild(t, t.TempDir(), append(fleet, "--node-id", "node-b", "--webhook-url", rc.url("/hook/b"))...),

@@ -1,0 +1,363 @@
+package redis
+
+import (
+	"cmp"
+	"context"
+	_ "embed"
+	"fmt"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// The event log on a Redis Cluster. A script may touch the keys of one
+// slot only, and the script that settles a device's deliveries (cas) runs
+// in the device's slot, so it cannot append to P:{e}:log. It appends
+// instead to the outbox of its slot, P:{oN}:out, a stream in the same
+// format as the log (keys.go: outboxTags holds, for every slot, a hash
+// tag of that slot). The relay then moves outbox entries to the log:
+//
+//  1. XRANGE of the outboxes (one pipeline),
+//  2. the move script on the log's slot, which appends what it has not
+//     appended yet as one log entry and records, per slot, the id of the
+//     newest outbox entry moved (P:{e}:moved): moving again appends
+//     nothing, so two nodes moving at once, or a node that died between
+//     2 and 3, never duplicate an event,
+//  3. XDEL of the moved entries from the outboxes.
+//
+// A node moves the outboxes it wrote to at once (the relay goroutine is
+// kicked after each script call that wrote one), and before it reads the
+// log (Events: a node reads its own writes). Every relaySweep it also
+// looks at every outbox (XLEN of all 16,384, one pipeline), which moves
+// what a node that died left behind. Per device the log keeps the order
+// of the outbox; across devices, the order of moving. An event is in the
+// log a few milliseconds after the script that settled it, or at the
+// next sweep of a live node after its node died.
+
+// relaySweep is how often the relay looks at every outbox.
+const relaySweep = 10 * time.Second
+
+// relayRead is how many entries of one outbox a round reads.
+const relayRead = 100
+
+// relayFields bounds the e fields of one move script: the script unpacks
+// them into one XADD, and Lua's unpack takes at most about 8,000 values.
+const relayFields = 2000
+
+// relayRound bounds one round of the relay (a sweep and a move).
+const relayRound = 5 * time.Second
+
+//go:embed lua/move.lua
+var moveLua string
+
+var scriptMove = newScript(moveLua, false)
+
+// outboxTags returns, for each slot, a hash tag of that slot: the first
+// of "o0", "o1", … that Redis Cluster puts there.
+var outboxTags = sync.OnceValue(func() *[numSlots]string {
+	var tags [numSlots]string
+	for i, left := 0, numSlots; left > 0; i++ {
+		tag := "o" + strconv.Itoa(i)
+		if sl := slotOf(tag); tags[sl] == "" {
+			tags[sl], left = tag, left-1
+		}
+	}
+	return &tags
+})
+
+// slotOf returns the Redis Cluster slot of key, as rueidis routes it.
+func slotOf(key string) uint16 {
+	c := rueidis.Completed{}.SetSlot(key)
+	return c.Slot() % numSlots
+}
+
+// relay is the state of a cluster store's relay (see above).
+type relay struct {
+	sem  chan struct{} // held by whoever moves
+	kick chan struct{} // asks the goroutine to move the dirty outboxes now
+	stop context.CancelFunc
+	done chan struct{} // closed when the goroutine has returned
+
+	mu    sync.Mutex
+	dirty map[uint16]uint64 // slots whose outbox this store wrote to since it last moved them → order of marking
+	marks uint64            // slots marked so far
+}
+
+// mark records slot as dirty, keeping the order it was first marked in
+// (the order in which this store wrote the outboxes: moveEntries keeps it
+// between entries of the same millisecond); r.mu must be held.
+func (r *relay) mark(slot uint16) {
+	if _, ok := r.dirty[slot]; !ok {
+		r.marks++
+		r.dirty[slot] = r.marks
+	}
+}
+
+// startRelay starts the relay goroutine, stopped by Close; only on a
+// cluster. Its first round is a sweep.
+func (s *Store) startRelay() {
+	if !s.cluster {
+		return
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	s.relay = &relay{sem: make(chan struct{}, 1), kick: make(chan struct{}, 1), stop: cancel,
+		done: make(chan struct{}), dirty: map[uint16]uint64{}}
+	go pprof.Do(bg, pprof.Labels("role", "redis-relay"), s.runRelay)
+}
+
+// stopRelay stops the relay goroutine and waits for it.
+func (s *Store) stopRelay() {
+	if s.relay != nil {
+		s.relay.stop()
+		<-s.relay.done
+	}
+}
+
+// runRelay moves the dirty outboxes when kicked and sweeps every outbox
+// every relaySweep, until ctx ends. A failed round is tried again after a
+// backoff of 100 ms doubling to 2 s.
+func (s *Store) runRelay(ctx context.Context) {
+	defer close(s.relay.done)
+	t := time.NewTicker(relaySweep)
+	defer t.Stop()
+	sweep, delay := true, time.Duration(0)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, relayRound)
+		err := s.relayOnce(rctx, sweep)
+		cancel()
+		var retry <-chan time.Time
+		if err == nil {
+			sweep, delay = false, 0
+		} else {
+			delay = min(2*delay+100*time.Millisecond, 2*time.Second)
+			retry = time.After(delay)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.relay.kick:
+		case <-t.C:
+			sweep = true
+		case <-retry:
+		}
+	}
+}
+
+// relayOnce sweeps every outbox when sweep is set, then moves the dirty
+// ones.
+func (s *Store) relayOnce(ctx context.Context, sweep bool) error {
+	if sweep {
+		if err := s.sweepOutboxes(ctx); err != nil {
+			return err
+		}
+	}
+	return s.flushEvents(ctx)
+}
+
+// markOutboxes records the outboxes units wrote to (or may have: the
+// call may have failed after running) and kicks the relay.
+func (s *Store) markOutboxes(units []unit) {
+	if s.relay == nil {
+		return
+	}
+	marked := false
+	s.relay.mu.Lock()
+	for _, u := range units {
+		if u.outbox > 0 {
+			s.relay.mark(uint16(u.outbox - 1))
+			marked = true
+		}
+	}
+	s.relay.mu.Unlock()
+	if marked {
+		select {
+		case s.relay.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// flushEvents moves the outboxes this store wrote to into the log, within
+// ctx; nothing on a single instance. A move of the relay goroutine under
+// way ends first, so what this store's scripts appended before the call
+// is in the log when it returns nil. On failure the outboxes stay dirty.
+func (s *Store) flushEvents(ctx context.Context) error {
+	r := s.relay
+	if r == nil {
+		return nil
+	}
+	select {
+	case r.sem <- struct{}{}:
+	case <-ctx.Done():
+		return s.wrap(ctx, "move events", ctx.Err())
+	}
+	defer func() { <-r.sem }()
+	r.mu.Lock()
+	slots := make([]uint16, 0, len(r.dirty))
+	for sl := range r.dirty {
+		slots = append(slots, sl)
+	}
+	slices.SortFunc(slots, func(a, b uint16) int { return cmp.Compare(r.dirty[a], r.dirty[b]) })
+	clear(r.dirty)
+	r.mu.Unlock()
+	err := s.moveOutboxes(ctx, slots)
+	if err != nil {
+		r.mu.Lock()
+		for _, sl := range slots {
+			r.mark(sl)
+		}
+		r.mu.Unlock()
+	}
+	return err
+}
+
+// sweepOutboxes marks dirty every outbox that holds entries (XLEN of
+// every slot's outbox, one pipeline).
+func (s *Store) sweepOutboxes(ctx context.Context) error {
+	calls := make([]call, numSlots)
+	for sl := range calls {
+		key := s.k.outbox(uint16(sl))
+		calls[sl] = plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Xlen().Key(key).Build() })
+	}
+	res, err := s.roundTrip(ctx, "sweep outboxes", calls)
+	if err != nil {
+		return err
+	}
+	s.relay.mu.Lock()
+	defer s.relay.mu.Unlock()
+	for sl, r := range res {
+		if n, err := r.AsInt64(); err == nil && n > 0 {
+			s.relay.mark(uint16(sl))
+		}
+	}
+	return nil
+}
+
+// outboxEntry is one entry of an outbox: its slot, its stream id (ms-seq),
+// its number of events and the JSON lines of its e fields.
+type outboxEntry struct {
+	slot    uint16
+	id      string
+	ms, seq uint64
+	n       string
+	lines   []string
+}
+
+// moveOutboxes moves every entry of the outboxes of slots into the log:
+// rounds of reading (up to relayRead entries per outbox), moving and
+// deleting, until the outboxes read are drained.
+func (s *Store) moveOutboxes(ctx context.Context, slots []uint16) error {
+	for len(slots) > 0 {
+		calls := make([]call, len(slots))
+		for i, sl := range slots {
+			key := s.k.outbox(sl)
+			calls[i] = plainCall(func(b rueidis.Builder) rueidis.Completed {
+				return b.Xrange().Key(key).Start("-").End("+").Count(relayRead).Build()
+			})
+		}
+		res, err := s.roundTrip(ctx, "read outboxes", calls)
+		if err != nil {
+			return err
+		}
+		var entries []outboxEntry
+		var full []uint16
+		for i, r := range res {
+			es, err := parseOutbox(slots[i], r)
+			if err != nil {
+				return fmt.Errorf("redis outbox %s: %w", s.k.outbox(slots[i]), err)
+			}
+			if len(es) == relayRead {
+				full = append(full, slots[i])
+			}
+			entries = append(entries, es...)
+		}
+		if err := s.moveEntries(ctx, entries); err != nil {
+			return err
+		}
+		slots = full
+	}
+	return nil
+}
+
+// parseOutbox decodes the XRANGE answer of slot's outbox.
+func parseOutbox(slot uint16, r rueidis.RedisResult) ([]outboxEntry, error) {
+	raw, err := r.ToArray()
+	if err != nil {
+		return nil, fmt.Errorf("xrange answer: %w", errCorrupt)
+	}
+	out := make([]outboxEntry, 0, len(raw))
+	for _, e := range raw {
+		pair, err := e.ToArray()
+		if err != nil || len(pair) != 2 {
+			return nil, fmt.Errorf("xrange entry: %w", errCorrupt)
+		}
+		id, err1 := pair[0].ToString()
+		fields, err2 := pair[1].AsStrSlice()
+		ms, seq, ok := parseStreamID(id)
+		if err1 != nil || err2 != nil || !ok || len(fields) < 2 || len(fields)%2 != 0 || fields[0] != "n" {
+			return nil, fmt.Errorf("entry %q: %w", clip(id), errCorrupt)
+		}
+		en := outboxEntry{slot: slot, id: id, ms: ms, seq: seq, n: fields[1]}
+		for f := 2; f < len(fields); f += 2 {
+			en.lines = append(en.lines, fields[f+1])
+		}
+		out = append(out, en)
+	}
+	return out, nil
+}
+
+// moveEntries appends entries to the log, ordered by their stream ids
+// (the times their shards appended them; ties keep the order of entries),
+// in move scripts of up to relayFields lines (one pipeline), then deletes
+// them from their outboxes (XDEL, one pipeline).
+func (s *Store) moveEntries(ctx context.Context, entries []outboxEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(entries, func(a, b outboxEntry) int {
+		return cmp.Or(cmp.Compare(a.ms, b.ms), cmp.Compare(a.seq, b.seq))
+	})
+	ek := s.k.eventLog()
+	var calls []call
+	args, lines := []string{""}, 0
+	flush := func() {
+		if len(args) > 1 {
+			calls = append(calls, scriptCall(scriptMove, []string{ek.log, ek.moved}, args...))
+		}
+		args, lines = []string{""}, 0
+	}
+	count := 0
+	ids := map[uint16][]string{}
+	var order []uint16
+	for _, e := range entries {
+		if lines > 0 && lines+len(e.lines) > relayFields {
+			args[0] = strconv.Itoa(count)
+			flush()
+			count = 0
+		}
+		args = append(args, strconv.Itoa(int(e.slot)), e.id, e.n, strconv.Itoa(len(e.lines)))
+		args = append(args, e.lines...)
+		lines += len(e.lines)
+		count++
+		if _, ok := ids[e.slot]; !ok {
+			order = append(order, e.slot)
+		}
+		ids[e.slot] = append(ids[e.slot], e.id)
+	}
+	args[0] = strconv.Itoa(count)
+	flush()
+	if _, err := s.roundTrip(ctx, "move events", calls); err != nil {
+		return err
+	}
+	dels := make([]call, len(order))
+	for i, sl := range order {
+		key, del := s.k.outbox(sl), ids[sl]
+		dels[i] = plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Xdel().Key(key).Id(del...).Build() })
+	}
+	_, err := s.roundTrip(ctx, "delete moved events", dels)
+	return err
+}

@@ -1,0 +1,265 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/tetherpush/tether"
+	"github.com/tetherpush/tether/internal/redistest"
+)
+
+// These tests check the relay (relay.go) that carries the delivery events
+// of a Redis Cluster from the outboxes of the devices' slots to the event
+// log, on a real three-master cluster.
+
+// openPrefix opens a store on c with prefix, closed at the end of the
+// test.
+func openPrefix(t *testing.T, c *redistest.Cluster, prefix string) *Store {
+	t.Helper()
+	s := must(t, "open", func(ctx context.Context) (*Store, error) {
+		return Open(ctx, Options{Addrs: c.Addrs(), Prefix: prefix})
+	})
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// logEvents returns every event of the log that s reads.
+func logEvents(t *testing.T, s *Store) []tether.LogEvent {
+	t.Helper()
+	return must(t, "events", func(ctx context.Context) ([]tether.LogEvent, error) { return s.Events(ctx, "", 100000) })
+}
+
+// outboxEntries returns the number of entries left in every outbox.
+func outboxEntries(t *testing.T, s *Store) int64 {
+	t.Helper()
+	calls := make([]call, numSlots)
+	for sl := range calls {
+		key := s.k.outbox(uint16(sl))
+		calls[sl] = plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Xlen().Key(key).Build() })
+	}
+	res := must(t, "xlen", func(ctx context.Context) ([]rueidis.RedisResult, error) { return s.roundTrip(ctx, "xlen", calls) })
+	var n int64
+	for _, r := range res {
+		v, _ := r.AsInt64()
+		n += v
+	}
+	return n
+}
+
+// ackAll publishes one message to group and has each device ack it
+// through its store (stores[i % len(stores)]); it returns the message id.
+func ackAll(t *testing.T, stores []*Store, group string, devices []string) string {
+	t.Helper()
+	now := time.Now()
+	m := groupMessage(fmt.Sprintf("01JRELAY%s", group), group, "", now)
+	res := must(t, "publish", func(ctx context.Context) ([]tether.PublishResult, error) {
+		return stores[0].Publish(ctx, []*tether.Message{m})
+	})
+	var wg sync.WaitGroup
+	for i, d := range devices {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			must(t, "commit", func(ctx context.Context) ([]tether.Committed, error) {
+				return stores[i%len(stores)].Commit(ctx, []tether.Change{{Device: d, At: now,
+					Marks: []tether.Mark{{Source: m.Target, Seq: res[0].Seq, State: tether.StateAcked, Attempts: 1, Message: m.ID}}}})
+			})
+		}()
+	}
+	wg.Wait()
+	return m.ID
+}
+
+// joinAll joins n devices, spread over the slots, to group and returns
+// them.
+func joinAll(t *testing.T, s *Store, group string, n int) []string {
+	t.Helper()
+	devices := make([]string, n)
+	for i := range devices {
+		devices[i] = "pos-" + strconv.Itoa(i)
+		must(t, "join", func(ctx context.Context) (struct{}, error) {
+			return struct{}{}, s.Join(ctx, devices[i], []string{group})
+		})
+	}
+	return devices
+}
+
+// ackedDevices returns, sorted, the devices of the delivery.acked events
+// of message id in evs, and fails on a duplicate.
+func ackedDevices(t *testing.T, evs []tether.LogEvent, id string) []string {
+	t.Helper()
+	var out []string
+	for _, e := range evs {
+		if e.Type == tether.EventAcked && e.Message == id {
+			if slices.Contains(out, e.Device) {
+				t.Errorf("delivery.acked of %s to %s twice in the log", id, e.Device)
+			}
+			out = append(out, e.Device)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestRelayAcrossNodes: two nodes settle the deliveries of 60 devices
+// spread over the cluster's slots; each reads its own events at once, the
+// other's within moments, each exactly once, and no outbox keeps an
+// entry.
+func TestRelayAcrossNodes(t *testing.T) {
+	c := redistest.StartCluster(t)
+	a, b := openPrefix(t, c, "ra"), openPrefix(t, c, "ra")
+	devices := joinAll(t, a, "shop", 60)
+	id := ackAll(t, []*Store{a}, "shop", devices[:30])
+	if got := ackedDevices(t, logEvents(t, a), id); len(got) != 30 {
+		t.Errorf("right after its commits node A reads %d acked events, want 30", len(got))
+	}
+	ackAll(t, []*Store{b}, "shop", devices[30:])
+	want := slices.Clone(devices)
+	slices.Sort(want)
+	start := time.Now()
+	var got []string
+	for time.Since(start) < 5*time.Second {
+		if got = ackedDevices(t, logEvents(t, a), id); len(got) == len(want) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("node A reads acked events of %d devices, want %d", len(got), len(want))
+	}
+	t.Logf("node B's events read on node A after %v", time.Since(start))
+	if n := outboxEntries(t, a); n != 0 {
+		t.Errorf("%d entries left in the outboxes", n)
+	}
+}
+
+// TestRelayAfterDeath: events a node wrote to the outboxes and never moved
+// (its relay stopped, as if it died) are moved by the sweep of a node
+// that opens later, once.
+func TestRelayAfterDeath(t *testing.T) {
+	c := redistest.StartCluster(t)
+	dead := openPrefix(t, c, "rd")
+	dead.stopRelay()
+	dead.relay = nil // its scripts still write outboxes; nothing moves them
+	devices := joinAll(t, dead, "shop", 40)
+	id := ackAll(t, []*Store{dead}, "shop", devices)
+	if got := ackedDevices(t, logEvents(t, dead), id); len(got) != 0 {
+		t.Fatalf("%d events in the log without a relay", len(got))
+	}
+	if n := outboxEntries(t, dead); n != 40 {
+		t.Fatalf("%d outbox entries, want 40", n)
+	}
+	live := openPrefix(t, c, "rd")
+	start := time.Now()
+	var got []string
+	for time.Since(start) < 5*time.Second && len(got) < 40 {
+		time.Sleep(10 * time.Millisecond)
+		got = ackedDevices(t, logEvents(t, live), id)
+	}
+	if len(got) != 40 {
+		t.Fatalf("after a live node's sweep: %d acked events, want 40", len(got))
+	}
+	t.Logf("moved by the live node's first sweep %v after it opened", time.Since(start))
+	if n := outboxEntries(t, live); n != 0 {
+		t.Errorf("%d entries left in the outboxes", n)
+	}
+}
+
+// TestRelayMovesOnce: many movers of the same outboxes at once, and a
+// mover that moved but died before deleting (the move script run again
+// over what is already in the log), append every event exactly once, in
+// each outbox's order.
+func TestRelayMovesOnce(t *testing.T) {
+	c := redistest.StartCluster(t)
+	s := openPrefix(t, c, "ro")
+	s.stopRelay()
+	s.relay = nil
+	const slots, perSlot = 8, 250 // over relayRead: several rounds per outbox
+	var want []string
+	for sl := range slots {
+		slot := uint16(sl * 2000)
+		key := s.k.outbox(slot)
+		for i := range perSlot {
+			dev := fmt.Sprintf("s%d-%03d", slot, i)
+			line := fmt.Sprintf(`{"type":"device.online","at":"2026-12-04T10:00:00Z","device":%q}`, dev)
+			must(t, "xadd", func(ctx context.Context) ([]rueidis.RedisResult, error) {
+				return s.roundTrip(ctx, "xadd", []call{plainCall(func(b rueidis.Builder) rueidis.Completed {
+					return b.Xadd().Key(key).Id("*").FieldValue().FieldValue("n", "1").FieldValue("e", line).Build()
+				})})
+			})
+			want = append(want, dev)
+		}
+	}
+	// A mover that died after its move script, before XDEL: read and move
+	// the first entries of one outbox, delete nothing.
+	first := must(t, "xrange", func(ctx context.Context) ([]rueidis.RedisResult, error) {
+		return s.roundTrip(ctx, "xrange", []call{plainCall(func(b rueidis.Builder) rueidis.Completed {
+			return b.Xrange().Key(s.k.outbox(0)).Start("-").End("+").Count(10).Build()
+		})})
+	})
+	entries, err := parseOutbox(0, first[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{strconv.Itoa(len(entries))}
+	for _, e := range entries {
+		args = append(args, "0", e.id, e.n, strconv.Itoa(len(e.lines)))
+		args = append(args, e.lines...)
+	}
+	ek := s.k.eventLog()
+	must(t, "move", func(ctx context.Context) ([]rueidis.RedisResult, error) {
+		return s.roundTrip(ctx, "move", []call{scriptCall(scriptMove, []string{ek.log, ek.moved}, args...)})
+	})
+	// Four movers of every outbox at once.
+	all := make([]uint16, slots)
+	for i := range all {
+		all[i] = uint16(i * 2000)
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			must(t, "move outboxes", func(ctx context.Context) (struct{}, error) { return struct{}{}, s.moveOutboxes(ctx, all) })
+		}()
+	}
+	wg.Wait()
+	var got []string
+	for _, e := range logEvents(t, s) {
+		got = append(got, e.Device)
+	}
+	slices.Sort(got) // across outboxes the log has the order of moving
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("log holds %d events (want %d, each once)", len(got), len(want))
+	}
+	// Within an outbox, its order.
+	last := map[string]string{}
+	for _, e := range logEvents(t, s) {
+		prefix := e.Device[:len(e.Device)-4]
+		if e.Device < last[prefix] {
+			t.Errorf("%s after %s in the log", e.Device, last[prefix])
+		}
+		last[prefix] = e.Device
+	}
+	if n := outboxEntries(t, s); n != 0 {
+		t.Errorf("%d entries left in the outboxes", n)
+	}
+}
+
+// TestOutboxTags: every slot has a tag, and the tag is in its slot.
+func TestOutboxTags(t *testing.T) {
+	tags := outboxTags()
+	for sl, tag := range tags {
+		if tag == "" || slotOf(tag) != uint16(sl) || slotOf("p:{"+tag+"}:out") != uint16(sl) {
+			t.Fatalf("slot %d: tag %q in slot %d", sl, tag, slotOf(tag))
+		}
+	}
+}
