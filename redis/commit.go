@@ -120,7 +120,7 @@ func (s *Store) update(ctx context.Context, op string, devices []string, fresh b
 			units, sent, writes[i] = append(units, c), append(sent, i), blob
 		}
 		todo, err = s.casRound(ctx, op, devices, units, sent, writes, base, out, !fresh)
-		s.markOutboxes(units)
+		s.markOutboxes(units, err != nil)
 		if err != nil {
 			return nil, err
 		}

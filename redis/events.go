@@ -211,7 +211,7 @@ func (s *Store) Sent(ctx context.Context, holder, id string) error {
 // flushBound bounds the wait of Events for the move of this store's
 // outboxes (a shard that does not answer would otherwise hold every read
 // of the log).
-const flushBound = time.Second
+const flushBound = relayReadTimeout
 
 // eventID returns the ID of event index of stream entry ms-seq.
 func eventID(ms, seq uint64, index int) string {

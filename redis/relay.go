@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"runtime/pprof"
 	"slices"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/tetherpush/tether"
 )
 
 // The event log on a Redis Cluster. A script may touch the keys of one
@@ -51,6 +54,15 @@ const relayFields = 2000
 // relayRound bounds one round of the relay (a sweep and a move).
 const relayRound = 5 * time.Second
 
+// Reads of the relay give up on a shard that does not answer within
+// these, leaving its outboxes for later, so that it does not hold up the
+// events of the other shards: the reads of a move (a few entries per
+// outbox, well under a millisecond when the shard answers) and of a sweep.
+const (
+	relayReadTimeout  = 500 * time.Millisecond
+	relaySweepTimeout = 2 * time.Second
+)
+
 //go:embed lua/move.lua
 var moveLua string
 
@@ -77,24 +89,43 @@ func slotOf(key string) uint16 {
 
 // relay is the state of a cluster store's relay (see above).
 type relay struct {
-	sem  chan struct{} // held by whoever moves
+	sem  chan struct{} // held by flushEvents while it moves
 	kick chan struct{} // asks the goroutine to move the dirty outboxes now
 	stop context.CancelFunc
 	done chan struct{} // closed when the goroutine has returned
 
-	mu    sync.Mutex
-	dirty map[uint16]uint64 // slots whose outbox this store wrote to since it last moved them → order of marking
-	marks uint64            // slots marked so far
+	mu sync.Mutex // guards following
+	// Slots whose outbox may hold entries → the order they were first
+	// marked in (the order in which this store wrote the outboxes:
+	// moveEntries keeps it between entries of the same millisecond).
+	// dirty: written by this store's scripts, or found by a sweep; retry:
+	// a write or a read failed there (its shard did not answer), moved by
+	// the goroutine only, so that a shard down does not slow every read of
+	// the log.
+	dirty, retry map[uint16]uint64
+	marks        uint64 // slots marked so far
 }
 
-// mark records slot as dirty, keeping the order it was first marked in
-// (the order in which this store wrote the outboxes: moveEntries keeps it
-// between entries of the same millisecond); r.mu must be held.
-func (r *relay) mark(slot uint16) {
-	if _, ok := r.dirty[slot]; !ok {
+// mark adds slot to set (dirty or retry), keeping the order of its first
+// mark; r.mu must be held.
+func (r *relay) mark(set map[uint16]uint64, slot uint16) {
+	if _, ok := set[slot]; !ok {
 		r.marks++
-		r.dirty[slot] = r.marks
+		set[slot] = r.marks
 	}
+}
+
+// take empties set and returns its slots in the order they were marked.
+func (r *relay) take(set map[uint16]uint64) []uint16 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	slots := make([]uint16, 0, len(set))
+	for sl := range set {
+		slots = append(slots, sl)
+	}
+	slices.SortFunc(slots, func(a, b uint16) int { return cmp.Compare(set[a], set[b]) })
+	clear(set)
+	return slots
 }
 
 // startRelay starts the relay goroutine, stopped by Close; only on a
@@ -105,7 +136,7 @@ func (s *Store) startRelay() {
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	s.relay = &relay{sem: make(chan struct{}, 1), kick: make(chan struct{}, 1), stop: cancel,
-		done: make(chan struct{}), dirty: map[uint16]uint64{}}
+		done: make(chan struct{}), dirty: map[uint16]uint64{}, retry: map[uint16]uint64{}}
 	go pprof.Do(bg, pprof.Labels("role", "redis-relay"), s.runRelay)
 }
 
@@ -118,8 +149,8 @@ func (s *Store) stopRelay() {
 }
 
 // runRelay moves the dirty outboxes when kicked and sweeps every outbox
-// every relaySweep, until ctx ends. A failed round is tried again after a
-// backoff of 100 ms doubling to 2 s.
+// every relaySweep, until ctx ends. Outboxes that failed are tried again
+// after a backoff of 100 ms doubling to 2 s; a sweep, at the next one.
 func (s *Store) runRelay(ctx context.Context) {
 	defer close(s.relay.done)
 	t := time.NewTicker(relaySweep)
@@ -127,11 +158,15 @@ func (s *Store) runRelay(ctx context.Context) {
 	sweep, delay := true, time.Duration(0)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, relayRound)
-		err := s.relayOnce(rctx, sweep)
+		if sweep {
+			s.sweepOutboxes(rctx)
+			sweep = false
+		}
+		err := errors.Join(s.flushEvents(rctx), s.retryOutboxes(rctx))
 		cancel()
 		var retry <-chan time.Time
 		if err == nil {
-			sweep, delay = false, 0
+			delay = 0
 		} else {
 			delay = min(2*delay+100*time.Millisecond, 2*time.Second)
 			retry = time.After(delay)
@@ -147,44 +182,39 @@ func (s *Store) runRelay(ctx context.Context) {
 	}
 }
 
-// relayOnce sweeps every outbox when sweep is set, then moves the dirty
-// ones.
-func (s *Store) relayOnce(ctx context.Context, sweep bool) error {
-	if sweep {
-		if err := s.sweepOutboxes(ctx); err != nil {
-			return err
-		}
-	}
-	return s.flushEvents(ctx)
-}
-
-// markOutboxes records the outboxes units wrote to (or may have: the
-// call may have failed after running) and kicks the relay.
-func (s *Store) markOutboxes(units []unit) {
-	if s.relay == nil {
+// markOutboxes records the outboxes units wrote to, or may have when
+// failed is set (the call failed, perhaps after running: those go to
+// retry), and kicks the relay.
+func (s *Store) markOutboxes(units []unit, failed bool) {
+	r := s.relay
+	if r == nil {
 		return
 	}
-	marked := false
-	s.relay.mu.Lock()
+	set, marked := r.dirty, false
+	if failed {
+		set = r.retry
+	}
+	r.mu.Lock()
 	for _, u := range units {
 		if u.outbox > 0 {
-			s.relay.mark(uint16(u.outbox - 1))
+			r.mark(set, uint16(u.outbox-1))
 			marked = true
 		}
 	}
-	s.relay.mu.Unlock()
+	r.mu.Unlock()
 	if marked {
 		select {
-		case s.relay.kick <- struct{}{}:
+		case r.kick <- struct{}{}:
 		default:
 		}
 	}
 }
 
-// flushEvents moves the outboxes this store wrote to into the log, within
-// ctx; nothing on a single instance. A move of the relay goroutine under
-// way ends first, so what this store's scripts appended before the call
-// is in the log when it returns nil. On failure the outboxes stay dirty.
+// flushEvents moves the dirty outboxes into the log, within ctx; nothing
+// on a single instance. A flush under way ends first, so what this
+// store's scripts appended before the call is in the log when it returns
+// nil (but in outboxes whose shard failed: retry). Outboxes it cannot
+// move go to retry.
 func (s *Store) flushEvents(ctx context.Context) error {
 	r := s.relay
 	if r == nil {
@@ -196,45 +226,50 @@ func (s *Store) flushEvents(ctx context.Context) error {
 		return s.wrap(ctx, "move events", ctx.Err())
 	}
 	defer func() { <-r.sem }()
+	return s.moveSet(ctx, r.dirty)
+}
+
+// retryOutboxes moves the outboxes in retry.
+func (s *Store) retryOutboxes(ctx context.Context) error {
+	return s.moveSet(ctx, s.relay.retry)
+}
+
+// moveSet moves the outboxes of set (dirty or retry); those it cannot
+// move go to retry.
+func (s *Store) moveSet(ctx context.Context, set map[uint16]uint64) error {
+	r := s.relay
+	slots := r.take(set)
+	failed, err := s.moveOutboxes(ctx, slots)
+	if err != nil && failed == nil {
+		failed = slots
+	}
 	r.mu.Lock()
-	slots := make([]uint16, 0, len(r.dirty))
-	for sl := range r.dirty {
-		slots = append(slots, sl)
+	for _, sl := range failed {
+		r.mark(r.retry, sl)
 	}
-	slices.SortFunc(slots, func(a, b uint16) int { return cmp.Compare(r.dirty[a], r.dirty[b]) })
-	clear(r.dirty)
 	r.mu.Unlock()
-	err := s.moveOutboxes(ctx, slots)
-	if err != nil {
-		r.mu.Lock()
-		for _, sl := range slots {
-			r.mark(sl)
-		}
-		r.mu.Unlock()
-	}
 	return err
 }
 
-// sweepOutboxes marks dirty every outbox that holds entries (XLEN of
-// every slot's outbox, one pipeline).
-func (s *Store) sweepOutboxes(ctx context.Context) error {
-	calls := make([]call, numSlots)
-	for sl := range calls {
-		key := s.k.outbox(uint16(sl))
-		calls[sl] = plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Xlen().Key(key).Build() })
+// sweepOutboxes marks dirty every outbox that holds entries: XLEN of
+// every slot's outbox, one pipeline. Outboxes on a shard that does not
+// answer are left to the next sweep.
+func (s *Store) sweepOutboxes(ctx context.Context) {
+	b := s.c.B()
+	cmds := make(rueidis.Commands, numSlots)
+	for sl := range cmds {
+		cmds[sl] = b.Xlen().Key(s.k.outbox(uint16(sl))).Build()
 	}
-	res, err := s.roundTrip(ctx, "sweep outboxes", calls)
-	if err != nil {
-		return err
-	}
+	rctx, cancel := context.WithTimeout(ctx, relaySweepTimeout)
+	res := s.c.DoMulti(rctx, cmds...)
+	cancel()
 	s.relay.mu.Lock()
 	defer s.relay.mu.Unlock()
 	for sl, r := range res {
 		if n, err := r.AsInt64(); err == nil && n > 0 {
-			s.relay.mark(uint16(sl))
+			s.relay.mark(s.relay.dirty, uint16(sl))
 		}
 	}
-	return nil
 }
 
 // outboxEntry is one entry of an outbox: its slot, its stream id (ms-seq),
@@ -248,27 +283,31 @@ type outboxEntry struct {
 }
 
 // moveOutboxes moves every entry of the outboxes of slots into the log:
-// rounds of reading (up to relayRead entries per outbox), moving and
-// deleting, until the outboxes read are drained.
-func (s *Store) moveOutboxes(ctx context.Context, slots []uint16) error {
+// rounds of reading (up to relayRead entries per outbox, one pipeline),
+// moving and deleting, until the outboxes read are drained. It returns
+// the slots whose outbox could not be read (their shard did not answer),
+// or an error when the move itself failed.
+func (s *Store) moveOutboxes(ctx context.Context, slots []uint16) ([]uint16, error) {
+	var failed []uint16
 	for len(slots) > 0 {
-		calls := make([]call, len(slots))
+		b := s.c.B()
+		cmds := make(rueidis.Commands, len(slots))
 		for i, sl := range slots {
-			key := s.k.outbox(sl)
-			calls[i] = plainCall(func(b rueidis.Builder) rueidis.Completed {
-				return b.Xrange().Key(key).Start("-").End("+").Count(relayRead).Build()
-			})
-		}
-		res, err := s.roundTrip(ctx, "read outboxes", calls)
-		if err != nil {
-			return err
+			cmds[i] = b.Xrange().Key(s.k.outbox(sl)).Start("-").End("+").Count(relayRead).Build()
 		}
 		var entries []outboxEntry
 		var full []uint16
+		rctx, cancel := context.WithTimeout(ctx, relayReadTimeout)
+		res := s.c.DoMulti(rctx, cmds...)
+		cancel()
 		for i, r := range res {
+			if r.Error() != nil {
+				failed = append(failed, slots[i])
+				continue
+			}
 			es, err := parseOutbox(slots[i], r)
 			if err != nil {
-				return fmt.Errorf("redis outbox %s: %w", s.k.outbox(slots[i]), err)
+				return nil, fmt.Errorf("redis outbox %s: %w", s.k.outbox(slots[i]), err)
 			}
 			if len(es) == relayRead {
 				full = append(full, slots[i])
@@ -276,11 +315,14 @@ func (s *Store) moveOutboxes(ctx context.Context, slots []uint16) error {
 			entries = append(entries, es...)
 		}
 		if err := s.moveEntries(ctx, entries); err != nil {
-			return err
+			return nil, err
 		}
 		slots = full
 	}
-	return nil
+	if len(failed) > 0 {
+		return failed, fmt.Errorf("redis move events: %w: %d outboxes not read", tether.ErrUnavailable, len(failed))
+	}
+	return nil, nil
 }
 
 // parseOutbox decodes the XRANGE answer of slot's outbox.
@@ -353,11 +395,13 @@ func (s *Store) moveEntries(ctx context.Context, entries []outboxEntry) error {
 	if _, err := s.roundTrip(ctx, "move events", calls); err != nil {
 		return err
 	}
-	dels := make([]call, len(order))
+	// What XDEL fails to delete is read again by a later move or sweep,
+	// and skipped by the move script.
+	b := s.c.B()
+	dels := make(rueidis.Commands, len(order))
 	for i, sl := range order {
-		key, del := s.k.outbox(sl), ids[sl]
-		dels[i] = plainCall(func(b rueidis.Builder) rueidis.Completed { return b.Xdel().Key(key).Id(del...).Build() })
+		dels[i] = b.Xdel().Key(s.k.outbox(sl)).Id(ids[sl]...).Build()
 	}
-	_, err := s.roundTrip(ctx, "delete moved events", dels)
-	return err
+	s.c.DoMulti(ctx, dels...)
+	return nil
 }

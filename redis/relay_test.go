@@ -227,7 +227,7 @@ func TestRelayMovesOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			must(t, "move outboxes", func(ctx context.Context) (struct{}, error) { return struct{}{}, s.moveOutboxes(ctx, all) })
+			must(t, "move outboxes", func(ctx context.Context) ([]uint16, error) { return s.moveOutboxes(ctx, all) })
 		}()
 	}
 	wg.Wait()
@@ -262,4 +262,76 @@ func TestOutboxTags(t *testing.T) {
 			t.Fatalf("slot %d: tag %q in slot %d", sl, tag, slotOf(tag))
 		}
 	}
+}
+
+// TestRelayShardPaused: while one shard does not answer (SIGSTOP), the
+// events of the others still reach the log, and reading the log stays
+// quick, though an outbox of the stopped shard is dirty; once it answers
+// again its events follow.
+func TestRelayShardPaused(t *testing.T) {
+	c := redistest.StartCluster(t)
+	w := openPrefix(t, c, "rp") // writes the outboxes, never moves them
+	w.stopRelay()
+	w.relay = nil
+	s := openPrefix(t, c, "rp")
+	logNode := owner(t, c, s.k.eventLog().log)
+	paused := (logNode + 1) % len(c.Nodes)
+	group, mid := "", ""
+	for i := 0; group == "" || mid == ""; i++ {
+		if g := fmt.Sprintf("shop-%d", i); group == "" && owner(t, c, s.k.log(tether.GroupTarget(g)).seq) != paused {
+			group = g
+		}
+		if id := fmt.Sprintf("01JRELAYP%04d", i); mid == "" && owner(t, c, s.k.bucket(bucketOf(id)).due) != paused {
+			mid = id
+		}
+	}
+	devices := joinAll(t, s, group, 40)
+	var onPaused, others []string
+	for _, d := range devices {
+		if owner(t, c, s.k.cursors(d)) == paused {
+			onPaused = append(onPaused, d)
+		} else {
+			others = append(others, d)
+		}
+	}
+	if len(onPaused) == 0 || len(others) == 0 {
+		t.Fatalf("no devices on both sides: %d on the paused shard, %d elsewhere", len(onPaused), len(others))
+	}
+	id := ackAll(t, []*Store{w}, group, onPaused) // left in the paused shard's outboxes
+	s.relay.mu.Lock()
+	for _, d := range onPaused {
+		s.relay.mark(s.relay.dirty, slotOf(s.k.cursors(d)))
+	}
+	s.relay.mu.Unlock()
+	c.Nodes[paused].Pause()
+	defer c.Nodes[paused].Resume()
+	m := groupMessage(mid, group, "", time.Now())
+	res := must(t, "publish", func(ctx context.Context) ([]tether.PublishResult, error) {
+		return s.Publish(ctx, []*tether.Message{m})
+	})
+	for _, d := range others {
+		must(t, "commit", func(ctx context.Context) ([]tether.Committed, error) {
+			return s.Commit(ctx, []tether.Change{{Device: d, At: time.Now(),
+				Marks: []tether.Mark{{Source: m.Target, Seq: res[0].Seq, State: tether.StateAcked, Attempts: 1, Message: m.ID}}}})
+		})
+	}
+	start := time.Now()
+	var got []string
+	var slowest time.Duration
+	for len(got) < len(others) && time.Since(start) < 3*time.Second {
+		read := time.Now()
+		got = ackedDevices(t, logEvents(t, s), m.ID)
+		slowest = max(slowest, time.Since(read))
+	}
+	if len(got) != len(others) {
+		t.Errorf("with a shard stopped the log holds %d of the %d acked events of the other shards after %v", len(got), len(others), time.Since(start))
+	}
+	if slowest > time.Second {
+		t.Errorf("a read of the log took %v with a shard stopped", slowest)
+	}
+	t.Logf("with a shard stopped and its outbox dirty, the other shards' events were in the log after %v; slowest read %v", time.Since(start), slowest)
+	c.Nodes[paused].Resume()
+	waitUntil(t, "the stopped shard's events in the log", func() bool {
+		return len(ackedDevices(t, logEvents(t, s), id)) == len(onPaused)
+	})
 }
