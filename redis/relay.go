@@ -9,6 +9,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +44,10 @@ import (
 
 // relaySweep is how often the relay looks at every outbox.
 const relaySweep = 10 * time.Second
+
+// relayLinger is how long the relay waits after a write before it moves
+// (a read of the log on the writing node moves at once).
+const relayLinger = 20 * time.Millisecond
 
 // relayRead is how many entries of one outbox a round reads.
 const relayRead = 100
@@ -175,6 +180,14 @@ func (s *Store) runRelay(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.relay.kick:
+			// Gather what the next few milliseconds write: a round's
+			// commands are per outbox, and fewer, fuller rounds cost
+			// Redis less and hold up other commands less.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(relayLinger):
+			}
 		case <-t.C:
 			sweep = true
 		case <-retry:
@@ -272,14 +285,19 @@ func (s *Store) sweepOutboxes(ctx context.Context) {
 	}
 }
 
-// outboxEntry is one entry of an outbox: its slot, its stream id (ms-seq),
-// its number of events and the JSON lines of its e fields.
+// outboxEntry is one entry of an outbox: its stream id (ms-seq), its
+// number of events and the JSON lines of its e fields, joined.
 type outboxEntry struct {
-	slot    uint16
 	id      string
 	ms, seq uint64
-	n       string
-	lines   []string
+	n       int
+	lines   string
+}
+
+// outboxGroup is the entries read from the outbox of slot, oldest first.
+type outboxGroup struct {
+	slot    uint16
+	entries []outboxEntry
 }
 
 // moveOutboxes moves every entry of the outboxes of slots into the log:
@@ -295,7 +313,7 @@ func (s *Store) moveOutboxes(ctx context.Context, slots []uint16) ([]uint16, err
 		for i, sl := range slots {
 			cmds[i] = b.Xrange().Key(s.k.outbox(sl)).Start("-").End("+").Count(relayRead).Build()
 		}
-		var entries []outboxEntry
+		var groups []outboxGroup
 		var full []uint16
 		rctx, cancel := context.WithTimeout(ctx, relayReadTimeout)
 		res := s.c.DoMulti(rctx, cmds...)
@@ -305,16 +323,18 @@ func (s *Store) moveOutboxes(ctx context.Context, slots []uint16) ([]uint16, err
 				failed = append(failed, slots[i])
 				continue
 			}
-			es, err := parseOutbox(slots[i], r)
+			es, err := parseOutbox(r)
 			if err != nil {
 				return nil, fmt.Errorf("redis outbox %s: %w", s.k.outbox(slots[i]), err)
 			}
 			if len(es) == relayRead {
 				full = append(full, slots[i])
 			}
-			entries = append(entries, es...)
+			if len(es) > 0 {
+				groups = append(groups, outboxGroup{slot: slots[i], entries: es})
+			}
 		}
-		if err := s.moveEntries(ctx, entries); err != nil {
+		if err := s.moveGroups(ctx, groups); err != nil {
 			return nil, err
 		}
 		slots = full
@@ -325,8 +345,8 @@ func (s *Store) moveOutboxes(ctx context.Context, slots []uint16) ([]uint16, err
 	return nil, nil
 }
 
-// parseOutbox decodes the XRANGE answer of slot's outbox.
-func parseOutbox(slot uint16, r rueidis.RedisResult) ([]outboxEntry, error) {
+// parseOutbox decodes an XRANGE answer.
+func parseOutbox(r rueidis.RedisResult) ([]outboxEntry, error) {
 	raw, err := r.ToArray()
 	if err != nil {
 		return nil, fmt.Errorf("xrange answer: %w", errCorrupt)
@@ -343,65 +363,115 @@ func parseOutbox(slot uint16, r rueidis.RedisResult) ([]outboxEntry, error) {
 		if err1 != nil || err2 != nil || !ok || len(fields) < 2 || len(fields)%2 != 0 || fields[0] != "n" {
 			return nil, fmt.Errorf("entry %q: %w", clip(id), errCorrupt)
 		}
-		en := outboxEntry{slot: slot, id: id, ms: ms, seq: seq, n: fields[1]}
-		for f := 2; f < len(fields); f += 2 {
-			en.lines = append(en.lines, fields[f+1])
+		n, err := strconv.Atoi(fields[1])
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("entry %q: %w", clip(id), errCorrupt)
+		}
+		en := outboxEntry{id: id, ms: ms, seq: seq, n: n}
+		for f := 3; f < len(fields); f += 2 {
+			if en.lines != "" {
+				en.lines += "\n"
+			}
+			en.lines += fields[f]
 		}
 		out = append(out, en)
 	}
 	return out, nil
 }
 
-// moveEntries appends entries to the log, ordered by their stream ids
-// (the times their shards appended them; ties keep the order of entries),
-// in move scripts of up to relayFields lines (one pipeline), then deletes
-// them from their outboxes (XDEL, one pipeline).
-func (s *Store) moveEntries(ctx context.Context, entries []outboxEntry) error {
-	if len(entries) == 0 {
-		return nil
-	}
-	slices.SortStableFunc(entries, func(a, b outboxEntry) int {
-		return cmp.Or(cmp.Compare(a.ms, b.ms), cmp.Compare(a.seq, b.seq))
+// relayGroups bounds the groups of one move script (a field each in one
+// XADD, and two values each in one HSET: Lua's unpack takes at most
+// about 8,000 values).
+const relayGroups = 1000
+
+// moveAttempts bounds the move scripts for one group whose outbox other
+// movers keep moving at the same time.
+const moveAttempts = 4
+
+// moveGroups appends groups to the log, ordered by the stream ids of
+// their first entries (the times their shards appended them; ties keep
+// the order of groups), with move scripts of up to relayGroups groups (one
+// pipeline), then deletes them from their outboxes (XDEL, one pipeline).
+// A group another mover moved part of meanwhile is sent again without
+// that part.
+func (s *Store) moveGroups(ctx context.Context, groups []outboxGroup) error {
+	slices.SortStableFunc(groups, func(a, b outboxGroup) int {
+		return cmp.Or(cmp.Compare(a.entries[0].ms, b.entries[0].ms), cmp.Compare(a.entries[0].seq, b.entries[0].seq))
 	})
-	ek := s.k.eventLog()
-	var calls []call
-	args, lines := []string{""}, 0
-	flush := func() {
-		if len(args) > 1 {
-			calls = append(calls, scriptCall(scriptMove, []string{ek.log, ek.moved}, args...))
+	done := groups
+	for attempt := 0; len(groups) > 0; attempt++ {
+		if attempt == moveAttempts {
+			return fmt.Errorf("redis move events: %d outboxes moved by others at the same time, %d times: %w", len(groups), attempt, errContended)
 		}
-		args, lines = []string{""}, 0
-	}
-	count := 0
-	ids := map[uint16][]string{}
-	var order []uint16
-	for _, e := range entries {
-		if lines > 0 && lines+len(e.lines) > relayFields {
-			args[0] = strconv.Itoa(count)
-			flush()
-			count = 0
+		var err error
+		if groups, err = s.moveOnce(ctx, groups); err != nil {
+			return err
 		}
-		args = append(args, strconv.Itoa(int(e.slot)), e.id, e.n, strconv.Itoa(len(e.lines)))
-		args = append(args, e.lines...)
-		lines += len(e.lines)
-		count++
-		if _, ok := ids[e.slot]; !ok {
-			order = append(order, e.slot)
-		}
-		ids[e.slot] = append(ids[e.slot], e.id)
-	}
-	args[0] = strconv.Itoa(count)
-	flush()
-	if _, err := s.roundTrip(ctx, "move events", calls); err != nil {
-		return err
 	}
 	// What XDEL fails to delete is read again by a later move or sweep,
 	// and skipped by the move script.
 	b := s.c.B()
-	dels := make(rueidis.Commands, len(order))
-	for i, sl := range order {
-		dels[i] = b.Xdel().Key(s.k.outbox(sl)).Id(ids[sl]...).Build()
+	dels := make(rueidis.Commands, len(done))
+	for i, g := range done {
+		ids := make([]string, len(g.entries))
+		for j, e := range g.entries {
+			ids[j] = e.id
+		}
+		dels[i] = b.Xdel().Key(s.k.outbox(g.slot)).Id(ids...).Build()
 	}
 	s.c.DoMulti(ctx, dels...)
 	return nil
+}
+
+// moveOnce sends groups to the move script (one round trip) and returns
+// the groups it left alone because the slot's cursor cuts them, each
+// without the entries at or before that cursor.
+func (s *Store) moveOnce(ctx context.Context, groups []outboxGroup) ([]outboxGroup, error) {
+	ek := s.k.eventLog()
+	var calls []call
+	var sent [][]outboxGroup
+	for len(groups) > 0 {
+		part := groups[:min(len(groups), relayGroups)]
+		groups = groups[len(part):]
+		args := make([]string, 1, 1+5*len(part))
+		args[0] = strconv.Itoa(len(part))
+		for _, g := range part {
+			n, lines := 0, make([]string, len(g.entries))
+			for i, e := range g.entries {
+				n, lines[i] = n+e.n, e.lines
+			}
+			args = append(args, strconv.Itoa(int(g.slot)), g.entries[0].id, g.entries[len(g.entries)-1].id,
+				strconv.Itoa(n), strings.Join(lines, "\n"))
+		}
+		calls, sent = append(calls, scriptCall(scriptMove, []string{ek.log, ek.moved}, args...)), append(sent, part)
+	}
+	res, err := s.roundTrip(ctx, "move events", calls)
+	if err != nil {
+		return nil, err
+	}
+	var again []outboxGroup
+	for i, r := range res {
+		vals, err := r.AsStrSlice()
+		if err != nil || len(vals)%2 != 1 {
+			return nil, fmt.Errorf("redis move events: unexpected answer: %w", errCorrupt)
+		}
+		for j := 1; j < len(vals); j += 2 {
+			slot, err1 := strconv.Atoi(vals[j])
+			ms, seq, ok := parseStreamID(vals[j+1])
+			if err1 != nil || !ok {
+				return nil, fmt.Errorf("redis move events: unexpected answer: %w", errCorrupt)
+			}
+			for _, g := range sent[i] {
+				if int(g.slot) != slot {
+					continue
+				}
+				k := 0
+				for k < len(g.entries) && cmp.Or(cmp.Compare(g.entries[k].ms, ms), cmp.Compare(g.entries[k].seq, seq)) <= 0 {
+					k++
+				}
+				again = append(again, outboxGroup{slot: g.slot, entries: g.entries[k:]})
+			}
+		}
+	}
+	return again, nil
 }

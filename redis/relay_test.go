@@ -204,19 +204,13 @@ func TestRelayMovesOnce(t *testing.T) {
 			return b.Xrange().Key(s.k.outbox(0)).Start("-").End("+").Count(10).Build()
 		})})
 	})
-	entries, err := parseOutbox(0, first[0])
+	entries, err := parseOutbox(first[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{strconv.Itoa(len(entries))}
-	for _, e := range entries {
-		args = append(args, "0", e.id, e.n, strconv.Itoa(len(e.lines)))
-		args = append(args, e.lines...)
+	if again, err := s.moveOnce(context.Background(), []outboxGroup{{slot: 0, entries: entries}}); err != nil || len(again) != 0 {
+		t.Fatalf("move of the first entries: %v, %v", again, err)
 	}
-	ek := s.k.eventLog()
-	must(t, "move", func(ctx context.Context) ([]rueidis.RedisResult, error) {
-		return s.roundTrip(ctx, "move", []call{scriptCall(scriptMove, []string{ek.log, ek.moved}, args...)})
-	})
 	// Four movers of every outbox at once.
 	all := make([]uint16, slots)
 	for i := range all {
