@@ -33,21 +33,24 @@ import (
 //     2 and 3, never duplicate an event,
 //  3. XDEL of the moved entries from the outboxes.
 //
-// A node moves the outboxes it wrote to at once (the relay goroutine is
-// kicked after each script call that wrote one), and before it reads the
-// log (Events: a node reads its own writes). Every relaySweep it also
-// looks at every outbox (XLEN of all 16,384, one pipeline), which moves
-// what a node that died left behind. Per device the log keeps the order
-// of the outbox; across devices, the order of moving. An event is in the
-// log a few milliseconds after the script that settled it, or at the
-// next sweep of a live node after its node died.
+// A node moves the outboxes it wrote to after the script call that wrote
+// one, at most once per relayInterval (under load a round gathers what the
+// interval wrote), and at once before it reads the log (Events: a node
+// reads its own writes).
+// Every relaySweep it also looks at every outbox (XLEN of all 16,384, one
+// pipeline), which moves what a node that died left behind. Per device
+// the log keeps the order of the outbox; across devices, the order of
+// moving. An event is in the log some tens of milliseconds after the
+// script that settled it, or at the next sweep of a live node after its
+// node died. A shard that does not answer is given up after
+// relayReadTimeout and retried by the goroutine alone, with backoff.
 
 // relaySweep is how often the relay looks at every outbox.
 const relaySweep = 10 * time.Second
 
-// relayLinger is how long the relay waits after a write before it moves
-// (a read of the log on the writing node moves at once).
-const relayLinger = 20 * time.Millisecond
+// relayInterval is the shortest time between two rounds of the relay
+// goroutine (a read of the log on the writing node moves at once).
+const relayInterval = 50 * time.Millisecond
 
 // relayRead is how many entries of one outbox a round reads.
 const relayRead = 100
@@ -161,7 +164,9 @@ func (s *Store) runRelay(ctx context.Context) {
 	t := time.NewTicker(relaySweep)
 	defer t.Stop()
 	sweep, delay := true, time.Duration(0)
+	var last time.Time // when the last round started
 	for {
+		last = time.Now()
 		rctx, cancel := context.WithTimeout(ctx, relayRound)
 		if sweep {
 			s.sweepOutboxes(rctx)
@@ -180,13 +185,14 @@ func (s *Store) runRelay(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.relay.kick:
-			// Gather what the next few milliseconds write: a round's
-			// commands are per outbox, and fewer, fuller rounds cost
-			// Redis less and hold up other commands less.
+			// At most one round per relayInterval: under load a round
+			// gathers what the interval wrote (a round's commands are
+			// per outbox: fewer, fuller rounds cost Redis less and hold
+			// up other commands less); a lone write moves at once.
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(relayLinger):
+			case <-time.After(time.Until(last.Add(relayInterval))):
 			}
 		case <-t.C:
 			sweep = true
