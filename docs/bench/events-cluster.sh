@@ -29,11 +29,25 @@ redis_cpu() {
     awk -F: '/used_cpu_(user|sys)_main_thread/{s+=$2} END{printf "%.3f", s}'
 }
 
+# cluster_port: a free port whose cluster bus port (+10000) is free too.
+cluster_port() {
+  python3 -c '
+import random, socket
+while True:
+    p = random.randint(20000, 45000)
+    try:
+        for q in (p, p + 10000):
+            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
+        print(p); break
+    except OSError:
+        pass'
+}
+
 # cluster DIR: start three masters in DIR and join them; prints their ports.
 cluster() {
   local dir=$1 ports=() p
   for i in 0 1 2; do
-    p=$(free_port); ports+=($p); mkdir -p $dir/r$i
+    p=$(cluster_port); ports+=($p); mkdir -p $dir/r$i
     redis-server --port $p --bind 127.0.0.1 --dir $dir/r$i --cluster-enabled yes --cluster-config-file nodes.conf \
       --appendonly ${AOF:-yes} --appendfsync everysec --save '' >$dir/r$i/log 2>&1 &
   done
