@@ -55,10 +55,6 @@ const relayInterval = 50 * time.Millisecond
 // relayRead is how many entries of one outbox a round reads.
 const relayRead = 100
 
-// relayFields bounds the e fields of one move script: the script unpacks
-// them into one XADD, and Lua's unpack takes at most about 8,000 values.
-const relayFields = 2000
-
 // relayRound bounds one round of the relay (a sweep and a move).
 const relayRound = 5 * time.Second
 
@@ -105,7 +101,7 @@ type relay struct {
 	mu sync.Mutex // guards following
 	// Slots whose outbox may hold entries → the order they were first
 	// marked in (the order in which this store wrote the outboxes:
-	// moveEntries keeps it between entries of the same millisecond).
+	// moveGroups keeps it between groups of the same millisecond).
 	// dirty: written by this store's scripts, or found by a sweep; retry:
 	// a write or a read failed there (its shard did not answer), moved by
 	// the goroutine only, so that a shard down does not slow every read of
