@@ -106,30 +106,64 @@ type relay struct {
 	// a write or a read failed there (its shard did not answer), moved by
 	// the goroutine only, so that a shard down does not slow every read of
 	// the log.
-	dirty, retry map[uint16]uint64
+	dirty, retry map[uint16]outboxMark
 	marks        uint64 // slots marked so far
+	// The marks of the moves under way (taken from dirty or retry), by
+	// move: their outboxes still wait (pending).
+	moving map[uint64]map[uint16]outboxMark
 }
 
-// mark adds slot to set (dirty or retry), keeping the order of its first
-// mark; r.mu must be held.
-func (r *relay) mark(set map[uint16]uint64, slot uint16) {
+// outboxMark is when and in which order a slot was first marked.
+type outboxMark struct {
+	order uint64
+	since time.Time
+}
+
+// mark adds slot to set (dirty or retry), keeping its first mark; r.mu
+// must be held.
+func (r *relay) mark(set map[uint16]outboxMark, slot uint16) {
 	if _, ok := set[slot]; !ok {
 		r.marks++
-		set[slot] = r.marks
+		set[slot] = outboxMark{order: r.marks, since: time.Now()}
 	}
 }
 
-// take empties set and returns its slots in the order they were marked.
-func (r *relay) take(set map[uint16]uint64) []uint16 {
+// take empties set and returns its slots in the order they were marked,
+// with their marks, which count as pending until done(move).
+func (r *relay) take(set map[uint16]outboxMark) (slots []uint16, marks map[uint16]outboxMark, move uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	slots := make([]uint16, 0, len(set))
-	for sl := range set {
-		slots = append(slots, sl)
+	slots = make([]uint16, 0, len(set))
+	marks = make(map[uint16]outboxMark, len(set))
+	for sl, m := range set {
+		slots, marks[sl] = append(slots, sl), m
 	}
-	slices.SortFunc(slots, func(a, b uint16) int { return cmp.Compare(set[a], set[b]) })
+	slices.SortFunc(slots, func(a, b uint16) int { return cmp.Compare(set[a].order, set[b].order) })
 	clear(set)
-	return slots
+	r.marks++
+	r.moving[r.marks] = marks
+	return slots, marks, r.marks
+}
+
+// pending returns how long the oldest outbox this store marked has waited
+// (0 when none waits), and how many wait in dirty (or a move under way)
+// and in retry.
+func (r *relay) pending(now time.Time) (age time.Duration, dirty, retry int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, set := range []map[uint16]outboxMark{r.dirty, r.retry} {
+		for _, m := range set {
+			age = max(age, now.Sub(m.since))
+		}
+	}
+	dirty, retry = len(r.dirty), len(r.retry)
+	for _, marks := range r.moving {
+		for _, m := range marks {
+			age = max(age, now.Sub(m.since))
+		}
+		dirty += len(marks)
+	}
+	return age, dirty, retry
 }
 
 // startRelay starts the relay goroutine, stopped by Close; only on a
@@ -140,7 +174,8 @@ func (s *Store) startRelay() {
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	s.relay = &relay{sem: make(chan struct{}, 1), kick: make(chan struct{}, 1), stop: cancel,
-		done: make(chan struct{}), dirty: map[uint16]uint64{}, retry: map[uint16]uint64{}}
+		done: make(chan struct{}), dirty: map[uint16]outboxMark{}, retry: map[uint16]outboxMark{},
+		moving: map[uint64]map[uint16]outboxMark{}}
 	go pprof.Do(bg, pprof.Labels("role", "redis-relay"), s.runRelay)
 }
 
@@ -250,17 +285,20 @@ func (s *Store) retryOutboxes(ctx context.Context) error {
 }
 
 // moveSet moves the outboxes of set (dirty or retry); those it cannot
-// move go to retry.
-func (s *Store) moveSet(ctx context.Context, set map[uint16]uint64) error {
+// move go to retry, keeping their first mark.
+func (s *Store) moveSet(ctx context.Context, set map[uint16]outboxMark) error {
 	r := s.relay
-	slots := r.take(set)
+	slots, marks, move := r.take(set)
 	failed, err := s.moveOutboxes(ctx, slots)
 	if err != nil && failed == nil {
 		failed = slots
 	}
 	r.mu.Lock()
+	delete(r.moving, move)
 	for _, sl := range failed {
-		r.mark(r.retry, sl)
+		if m, ok := r.retry[sl]; !ok || marks[sl].since.Before(m.since) {
+			r.retry[sl] = marks[sl]
+		}
 	}
 	r.mu.Unlock()
 	return err

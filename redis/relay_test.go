@@ -324,8 +324,16 @@ func TestRelayShardPaused(t *testing.T) {
 		t.Errorf("a read of the log took %v with a shard stopped", slowest)
 	}
 	t.Logf("with a shard stopped and its outbox dirty, the other shards' events were in the log after %v; slowest read %v", time.Since(start), slowest)
+	// The backlog shows in the relay's gauges (tether_event_relay_*).
+	if age, dirty, retry := s.relay.pending(time.Now()); dirty+retry == 0 || age < time.Since(start) {
+		t.Errorf("with a shard stopped: %d outboxes waiting, the oldest %v; want some, waiting over %v", dirty+retry, age, time.Since(start))
+	}
 	c.Nodes[paused].Resume()
 	waitUntil(t, "the stopped shard's events in the log", func() bool {
 		return len(ackedDevices(t, logEvents(t, s), id)) == len(onPaused)
+	})
+	waitUntil(t, "the relay's backlog gone", func() bool {
+		age, dirty, retry := s.relay.pending(time.Now())
+		return age == 0 && dirty == 0 && retry == 0
 	})
 }
