@@ -50,7 +50,7 @@ const relaySweep = 10 * time.Second
 
 // relayInterval is the shortest time between two rounds of the relay
 // goroutine (a read of the log on the writing node moves at once).
-const relayInterval = 50 * time.Millisecond
+const relayInterval = 20 * time.Millisecond
 
 // relayRead is how many entries of one outbox a round reads.
 const relayRead = 100
