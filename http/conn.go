@@ -39,6 +39,7 @@ type conn struct {
 	maxFrame int
 
 	wlock   atomic.Int32 // write lock: 1 while held
+	handoff atomic.Int32 // the code of a close frame Close left to the lock's holder (0: none)
 	closing atomic.Bool
 	once    sync.Once
 	srv     *Server // told when the socket is closed; nil in tests
@@ -89,7 +90,25 @@ func (c *conn) lock(deadline time.Time) bool {
 	}
 }
 
-func (c *conn) unlock() { c.wlock.Store(0) }
+// unlock releases the write lock, after sending the close frame, and the
+// FIN, that a Close handed off while this held it.
+func (c *conn) unlock() {
+	if code := c.handoff.Swap(0); code != 0 {
+		c.closeFrame(int(code))
+	}
+	c.wlock.Store(0)
+}
+
+// closeFrame writes a close frame with code, within closeFrameTimeout, and
+// half-closes the socket; the write lock must be held.
+func (c *conn) closeFrame(code int) {
+	_ = c.c.SetWriteDeadline(time.Now().Add(closeFrameTimeout))
+	_, _ = c.c.Write(ws.MustCompileFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusCode(code), wire.CloseReason(code)))))
+	c.closing.Store(true)
+	if cw, ok := c.c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+}
 
 // WriteText writes frames as text messages in one write.
 func (c *conn) WriteText(frames [][]byte, deadline time.Time) error {
@@ -135,22 +154,25 @@ func (c *conn) write(p []byte, deadline time.Time) error {
 
 // Close sends a close frame with code (0: none), half-closes the socket and
 // gives the reader closeGrace to see the peer's end; the reader then closes
-// the socket. Safe from any goroutine; idempotent.
+// the socket. When the write lock stays held past closeFrameTimeout (a
+// writer waiting on a peer that does not read, or descheduled), the frame
+// and the FIN are handed off to the holder, which sends them as it
+// unlocks: Close never waits longer, and the peer still learns the code.
+// Safe from any goroutine; idempotent.
 func (c *conn) Close(code int) {
 	c.once.Do(func() {
 		if code != 0 {
-			deadline := time.Now().Add(closeFrameTimeout)
-			if c.lock(deadline) {
-				_ = c.c.SetWriteDeadline(deadline)
-				_, _ = c.c.Write(ws.MustCompileFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusCode(code), wire.CloseReason(code)))))
-				c.closing.Store(true)
+			if c.lock(time.Now().Add(closeFrameTimeout)) {
+				c.closeFrame(code)
 				c.unlock()
+			} else {
+				c.handoff.Store(int32(code))
+				if c.wlock.CompareAndSwap(0, 1) { // the holder left meanwhile
+					c.unlock()
+				}
 			}
 		}
 		c.closing.Store(true)
-		if cw, ok := c.c.(interface{ CloseWrite() error }); ok && code != 0 {
-			_ = cw.CloseWrite()
-		}
 		_ = c.c.SetReadDeadline(time.Now().Add(closeGrace))
 		c.hookMu.Lock()
 		c.closed = true

@@ -47,3 +47,43 @@ func TestNoFrameAfterClose(t *testing.T) {
 		t.Fatalf("frames written: %v; want the close frame last (RFC 6455 section 5.5.1)", ops)
 	}
 }
+
+// TestCloseFrameHandedOff: when the write lock stays held past
+// closeFrameTimeout (a writer stuck on a peer that does not read, or a
+// thread descheduled under load), Close does not wait longer and does not
+// drop its close frame: the holder sends it as it unlocks, so the peer
+// still learns the code. (TestHeartbeatTimeout once saw EOF instead of
+// 4408 under the full suite's load.)
+func TestCloseFrameHandedOff(t *testing.T) {
+	a, b := net.Pipe()
+	var got bytes.Buffer
+	var rd sync.WaitGroup
+	rd.Add(1)
+	go func() { defer rd.Done(); _, _ = io.Copy(&got, b) }()
+	c := newConn(a, 1<<16)
+	c.wlock.Store(1) // a write in progress holds the lock
+	c.Close(4408)    // gives up waiting after closeFrameTimeout
+	if c.handoff.Load() != 4408 {
+		t.Fatalf("handed-off code %d, want 4408", c.handoff.Load())
+	}
+	if err := c.WriteText([][]byte{[]byte(`{"type":"message"}`)}, time.Now().Add(time.Second)); err == nil {
+		t.Error("a write after Close succeeded")
+	}
+	c.unlock() // the write in progress ends: it sends the close frame
+	a.Close()
+	rd.Wait()
+	var frames []ws.Frame
+	for r := bytes.NewReader(got.Bytes()); ; {
+		f, err := ws.ReadFrame(r)
+		if err != nil {
+			break
+		}
+		frames = append(frames, f)
+	}
+	if len(frames) != 1 || frames[0].Header.OpCode != ws.OpClose {
+		t.Fatalf("frames written: %d; want one close frame", len(frames))
+	}
+	if code, _ := ws.ParseCloseFrameData(frames[0].Payload); code != 4408 {
+		t.Fatalf("close code %d, want 4408", code)
+	}
+}
