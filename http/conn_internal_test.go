@@ -11,16 +11,33 @@ import (
 	"github.com/gobwas/ws"
 )
 
-// TestNoFrameAfterClose: a write that waited for the write lock while Close
-// held it must not follow the close frame (RFC 6455 section 5.5.1). Found by
-// TestModelDelivery.
-func TestNoFrameAfterClose(t *testing.T) {
+// pipeConn returns a conn on one end of a pipe, and a function that ends
+// the pipe and returns the frames the conn wrote.
+func pipeConn() (*conn, func() []ws.Frame) {
 	a, b := net.Pipe()
 	var got bytes.Buffer
 	var rd sync.WaitGroup
 	rd.Add(1)
 	go func() { defer rd.Done(); _, _ = io.Copy(&got, b) }()
-	c := newConn(a, 1<<16)
+	return newConn(a, 1<<16), func() []ws.Frame {
+		a.Close()
+		rd.Wait()
+		var frames []ws.Frame
+		for r := bytes.NewReader(got.Bytes()); ; {
+			f, err := ws.ReadFrame(r)
+			if err != nil {
+				return frames
+			}
+			frames = append(frames, f)
+		}
+	}
+}
+
+// TestNoFrameAfterClose: a write that waited for the write lock while Close
+// held it must not follow the close frame (RFC 6455 section 5.5.1). Found by
+// TestModelDelivery.
+func TestNoFrameAfterClose(t *testing.T) {
+	c, written := pipeConn()
 	c.wlock.Store(1) // a write in progress (a pong, say) holds the lock
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -33,14 +50,8 @@ func TestNoFrameAfterClose(t *testing.T) {
 	time.Sleep(10 * time.Millisecond)
 	c.unlock() // the write in progress ends
 	wg.Wait()
-	a.Close()
-	rd.Wait()
 	var ops []ws.OpCode
-	for r := bytes.NewReader(got.Bytes()); ; {
-		f, err := ws.ReadFrame(r)
-		if err != nil {
-			break
-		}
+	for _, f := range written() {
 		ops = append(ops, f.Header.OpCode)
 	}
 	if len(ops) == 0 || ops[len(ops)-1] != ws.OpClose {
@@ -55,12 +66,7 @@ func TestNoFrameAfterClose(t *testing.T) {
 // still learns the code. (TestHeartbeatTimeout once saw EOF instead of
 // 4408 under the full suite's load.)
 func TestCloseFrameHandedOff(t *testing.T) {
-	a, b := net.Pipe()
-	var got bytes.Buffer
-	var rd sync.WaitGroup
-	rd.Add(1)
-	go func() { defer rd.Done(); _, _ = io.Copy(&got, b) }()
-	c := newConn(a, 1<<16)
+	c, written := pipeConn()
 	c.wlock.Store(1) // a write in progress holds the lock
 	c.Close(4408)    // gives up waiting after closeFrameTimeout
 	if c.handoff.Load() != 4408 {
@@ -70,16 +76,7 @@ func TestCloseFrameHandedOff(t *testing.T) {
 		t.Error("a write after Close succeeded")
 	}
 	c.unlock() // the write in progress ends: it sends the close frame
-	a.Close()
-	rd.Wait()
-	var frames []ws.Frame
-	for r := bytes.NewReader(got.Bytes()); ; {
-		f, err := ws.ReadFrame(r)
-		if err != nil {
-			break
-		}
-		frames = append(frames, f)
-	}
+	frames := written()
 	if len(frames) != 1 || frames[0].Header.OpCode != ws.OpClose {
 		t.Fatalf("frames written: %d; want one close frame", len(frames))
 	}

@@ -108,6 +108,21 @@ func ackedDevices(t *testing.T, evs []tether.LogEvent, id string) []string {
 	return out
 }
 
+// waitAcked reads the log through s until it holds the delivery.acked
+// events of message id to n devices, for 5 s at most, and returns those
+// devices and how long it waited.
+func waitAcked(t *testing.T, s *Store, id string, n int) ([]string, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	for {
+		got := ackedDevices(t, logEvents(t, s), id)
+		if len(got) >= n || time.Since(start) > 5*time.Second {
+			return got, time.Since(start)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // TestRelayAcrossNodes: two nodes settle the deliveries of 60 devices
 // spread over the cluster's slots; each reads its own events at once, the
 // other's within moments, each exactly once, and no outbox keeps an
@@ -123,18 +138,11 @@ func TestRelayAcrossNodes(t *testing.T) {
 	ackAll(t, []*Store{b}, "shop", devices[30:])
 	want := slices.Clone(devices)
 	slices.Sort(want)
-	start := time.Now()
-	var got []string
-	for time.Since(start) < 5*time.Second {
-		if got = ackedDevices(t, logEvents(t, a), id); len(got) == len(want) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	got, took := waitAcked(t, a, id, len(want))
 	if !slices.Equal(got, want) {
 		t.Fatalf("node A reads acked events of %d devices, want %d", len(got), len(want))
 	}
-	t.Logf("node B's events read on node A after %v", time.Since(start))
+	t.Logf("node B's events read on node A after %v", took)
 	if n := outboxEntries(t, a); n != 0 {
 		t.Errorf("%d entries left in the outboxes", n)
 	}
@@ -157,16 +165,11 @@ func TestRelayAfterDeath(t *testing.T) {
 		t.Fatalf("%d outbox entries, want 40", n)
 	}
 	live := openPrefix(t, c, "rd")
-	start := time.Now()
-	var got []string
-	for time.Since(start) < 5*time.Second && len(got) < 40 {
-		time.Sleep(10 * time.Millisecond)
-		got = ackedDevices(t, logEvents(t, live), id)
-	}
+	got, took := waitAcked(t, live, id, 40)
 	if len(got) != 40 {
 		t.Fatalf("after a live node's sweep: %d acked events, want 40", len(got))
 	}
-	t.Logf("moved by the live node's first sweep %v after it opened", time.Since(start))
+	t.Logf("moved by the live node's first sweep %v after it opened", took)
 	if n := outboxEntries(t, live); n != 0 {
 		t.Errorf("%d entries left in the outboxes", n)
 	}
