@@ -343,10 +343,12 @@ type outboxGroup struct {
 // moveOutboxes moves every entry of the outboxes of slots into the log:
 // rounds of reading (up to relayRead entries per outbox, one pipeline),
 // moving and deleting, until the outboxes read are drained. It returns
-// the slots whose outbox could not be read (their shard did not answer),
-// or an error when the move itself failed.
+// the slots whose outbox could not be read (their shard did not answer,
+// or an entry is not one the scripts write: that outbox stays, the others
+// move), or an error when the move itself failed.
 func (s *Store) moveOutboxes(ctx context.Context, slots []uint16) ([]uint16, error) {
 	var failed []uint16
+	var corrupt error
 	for len(slots) > 0 {
 		b := s.c.B()
 		cmds := make(rueidis.Commands, len(slots))
@@ -365,7 +367,8 @@ func (s *Store) moveOutboxes(ctx context.Context, slots []uint16) ([]uint16, err
 			}
 			es, err := parseOutbox(r)
 			if err != nil {
-				return nil, fmt.Errorf("redis outbox %s: %w", s.k.outbox(slots[i]), err)
+				failed, corrupt = append(failed, slots[i]), fmt.Errorf("redis outbox %s: %w", s.k.outbox(slots[i]), err)
+				continue
 			}
 			if len(es) == relayRead {
 				full = append(full, slots[i])
@@ -378,6 +381,9 @@ func (s *Store) moveOutboxes(ctx context.Context, slots []uint16) ([]uint16, err
 			return nil, err
 		}
 		slots = full
+	}
+	if corrupt != nil {
+		return failed, corrupt
 	}
 	if len(failed) > 0 {
 		return failed, fmt.Errorf("redis move events: %w: %d outboxes not read", tether.ErrUnavailable, len(failed))

@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -339,4 +340,33 @@ func TestRelayShardPaused(t *testing.T) {
 		age, dirty, retry := s.relay.pending(time.Now())
 		return age == 0 && dirty == 0 && retry == 0
 	})
+}
+
+// TestRelayCorruptOutbox: an outbox entry the scripts did not write (no
+// event count) stays in its outbox, with its slot to retry, and does not
+// hold up the other outboxes.
+func TestRelayCorruptOutbox(t *testing.T) {
+	c := redistest.StartCluster(t)
+	s := openPrefix(t, c, "rc")
+	s.stopRelay()
+	s.relay = nil
+	line := `{"type":"device.online","at":"2026-12-04T10:00:00Z","device":"pos-1"}`
+	for sl, fields := range map[uint16][]string{1: {"x", "1"}, 2: {"n", "1", "e", line}} {
+		key := s.k.outbox(sl)
+		must(t, "xadd", func(ctx context.Context) ([]rueidis.RedisResult, error) {
+			return s.roundTrip(ctx, "xadd", []call{plainCall(func(b rueidis.Builder) rueidis.Completed {
+				return b.Arbitrary("XADD").Keys(key).Args(append([]string{"*"}, fields...)...).Build()
+			})})
+		})
+	}
+	failed, err := s.moveOutboxes(context.Background(), []uint16{1, 2})
+	if !slices.Equal(failed, []uint16{1}) || !errors.Is(err, errCorrupt) {
+		t.Errorf("moveOutboxes = %v, %v; want slot 1 failed as corrupt", failed, err)
+	}
+	if evs := logEvents(t, s); len(evs) != 1 || evs[0].Device != "pos-1" {
+		t.Errorf("log holds %v, want the one event of the sound outbox", evs)
+	}
+	if n := outboxEntries(t, s); n != 1 {
+		t.Errorf("%d entries left in the outboxes, want the corrupt one", n)
+	}
 }
