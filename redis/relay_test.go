@@ -31,6 +31,17 @@ func openPrefix(t *testing.T, c *redistest.Cluster, prefix string) *Store {
 	return s
 }
 
+// openNoRelay opens a store on c with prefix whose relay is stopped, as
+// if its node had died: its scripts still write outboxes, nothing of it
+// moves them.
+func openNoRelay(t *testing.T, c *redistest.Cluster, prefix string) *Store {
+	t.Helper()
+	s := openPrefix(t, c, prefix)
+	s.stopRelay()
+	s.relay = nil
+	return s
+}
+
 // logEvents returns every event of the log that s reads.
 func logEvents(t *testing.T, s *Store) []tether.LogEvent {
 	t.Helper()
@@ -154,9 +165,7 @@ func TestRelayAcrossNodes(t *testing.T) {
 // that opens later, once.
 func TestRelayAfterDeath(t *testing.T) {
 	c := redistest.StartCluster(t)
-	dead := openPrefix(t, c, "rd")
-	dead.stopRelay()
-	dead.relay = nil // its scripts still write outboxes; nothing moves them
+	dead := openNoRelay(t, c, "rd")
 	devices := joinAll(t, dead, "shop", 40)
 	id := ackAll(t, []*Store{dead}, "shop", devices)
 	if got := ackedDevices(t, logEvents(t, dead), id); len(got) != 0 {
@@ -182,9 +191,7 @@ func TestRelayAfterDeath(t *testing.T) {
 // each outbox's order.
 func TestRelayMovesOnce(t *testing.T) {
 	c := redistest.StartCluster(t)
-	s := openPrefix(t, c, "ro")
-	s.stopRelay()
-	s.relay = nil
+	s := openNoRelay(t, c, "ro")
 	const slots, perSlot = 8, 250 // over relayRead: several rounds per outbox
 	var want []string
 	for sl := range slots {
@@ -268,9 +275,7 @@ func TestOutboxTags(t *testing.T) {
 // again its events follow.
 func TestRelayShardPaused(t *testing.T) {
 	c := redistest.StartCluster(t)
-	w := openPrefix(t, c, "rp") // writes the outboxes, never moves them
-	w.stopRelay()
-	w.relay = nil
+	w := openNoRelay(t, c, "rp")
 	s := openPrefix(t, c, "rp")
 	logNode := owner(t, c, s.k.eventLog().log)
 	paused := (logNode + 1) % len(c.Nodes)
@@ -347,9 +352,7 @@ func TestRelayShardPaused(t *testing.T) {
 // hold up the other outboxes.
 func TestRelayCorruptOutbox(t *testing.T) {
 	c := redistest.StartCluster(t)
-	s := openPrefix(t, c, "rc")
-	s.stopRelay()
-	s.relay = nil
+	s := openNoRelay(t, c, "rc")
 	line := `{"type":"device.online","at":"2026-12-04T10:00:00Z","device":"pos-1"}`
 	for sl, fields := range map[uint16][]string{1: {"x", "1"}, 2: {"n", "1", "e", line}} {
 		key := s.k.outbox(sl)
