@@ -111,7 +111,9 @@ func TestParentDeath(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestParentDeath$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "REDISTEST_CHILD=1")
+	// The child dies without its cleanups: its temporary directories go
+	// under this test's, which this test's cleanup removes.
+	cmd.Env = append(os.Environ(), "REDISTEST_CHILD=1", "TMPDIR="+t.TempDir())
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
