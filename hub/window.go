@@ -269,11 +269,17 @@ func (s *Session) sendLocked(f *flight, now time.Time) ([]byte, bool) {
 	if b.nextDue == 0 || f.due < b.nextDue {
 		b.nextDue = f.due
 	}
-	if f.attempt == 1 {
+	switch {
+	case f.attempt == 1 && f.msg.ExpiresAt.UnixNano() > f.due:
 		// A first send is recorded lazily, with the next commit the
 		// session makes for its acks, a redelivery or its close.
 		b.sends = append(b.sends, f)
-	} else {
+	case f.attempt == 1:
+		// It expires before its redelivery is due: the sweeper may settle
+		// it before the session commits anything else, and its
+		// delivery.expired must count this send, so it is recorded now.
+		b.marks = append(b.marks, tether.Mark{Source: src, Seq: f.seq, State: tether.StateInflight, Attempts: 1})
+	default:
 		b.marks = append(b.marks, tether.Mark{Source: src, Seq: f.seq, State: tether.StateInflight, Attempts: f.attempt})
 	}
 	if f.attempt == 1 && f.frame != nil {

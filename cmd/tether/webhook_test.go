@@ -57,10 +57,20 @@ func TestWebhookEveryEventType(t *testing.T) {
 		t.Fatalf("got message %s, want %s", id, dead)
 	}
 	expired := c.publishTTL(t, "device:pos-2", 0.5) // pos-2 never connects
-	waitFor(t, 10*time.Second, "the dead and the expired delivery", func() bool {
-		return c.state(t, dead) == "dead" && c.state(t, expired) == "expired"
+	// pos-3 gets a message that expires before its redelivery is due and
+	// never acks it: its one send must reach the store before the expiry
+	// does, although the session commits nothing else.
+	d3 := dialDevice(t, c.addr, "pos-3")
+	d3.next(5 * time.Second) // welcome
+	sentExpired := c.publishTTL(t, "device:pos-3", 0.5)
+	if id, _ := d3.nextMessage(); id != sentExpired {
+		t.Fatalf("got message %s, want %s", id, sentExpired)
+	}
+	waitFor(t, 10*time.Second, "the dead and the expired deliveries", func() bool {
+		return c.state(t, dead) == "dead" && c.state(t, expired) == "expired" && c.state(t, sentExpired) == "expired"
 	})
 	d.closeNormally()
+	d3.closeNormally()
 	log := c.waitLog(t, "device.offline", isType(client.EventOffline, "pos-1"))
 	rc.waitAll(t, 10*time.Second, log)
 
@@ -72,6 +82,7 @@ func TestWebhookEveryEventType(t *testing.T) {
 		{client.EventCancelled, cancelled, "device:pos-1", "pos-1", 1},
 		{client.EventDead, dead, "device:pos-1", "pos-1", 1},
 		{client.EventExpired, expired, "device:pos-2", "pos-2", 0},
+		{client.EventExpired, sentExpired, "device:pos-3", "pos-3", 1},
 	} {
 		a, ok := rc.find(isDelivery(w.typ, w.message))
 		if !ok {
