@@ -108,9 +108,16 @@ type relay struct {
 	// the log.
 	dirty, retry map[uint16]outboxMark
 	marks        uint64 // slots marked so far
-	// The marks of the moves under way (taken from dirty or retry), by
-	// move: their outboxes still wait (pending).
-	moving map[uint64]map[uint16]outboxMark
+	// The moves under way (taken from dirty or retry), by move: their
+	// outboxes still wait (pending).
+	moving map[uint64]moveUnderWay
+}
+
+// moveUnderWay is the marks of the outboxes one move took, and whether it
+// took them from retry.
+type moveUnderWay struct {
+	marks map[uint16]outboxMark
+	retry bool
 }
 
 // outboxMark is when and in which order a slot was first marked.
@@ -128,9 +135,10 @@ func (r *relay) mark(set map[uint16]outboxMark, slot uint16) {
 	}
 }
 
-// take empties set and returns its slots in the order they were marked,
-// with their marks, which count as pending until done(move).
-func (r *relay) take(set map[uint16]outboxMark) (slots []uint16, marks map[uint16]outboxMark, move uint64) {
+// take empties set (retry tells which one it is) and returns its slots in
+// the order they were marked, with their marks, which count as pending in
+// their set until the move is deleted from moving.
+func (r *relay) take(set map[uint16]outboxMark, retry bool) (slots []uint16, marks map[uint16]outboxMark, move uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	slots = make([]uint16, 0, len(set))
@@ -141,13 +149,13 @@ func (r *relay) take(set map[uint16]outboxMark) (slots []uint16, marks map[uint1
 	slices.SortFunc(slots, func(a, b uint16) int { return cmp.Compare(set[a].order, set[b].order) })
 	clear(set)
 	r.marks++
-	r.moving[r.marks] = marks
+	r.moving[r.marks] = moveUnderWay{marks: marks, retry: retry}
 	return slots, marks, r.marks
 }
 
 // pending returns how long the oldest outbox this store marked has waited
-// (0 when none waits), and how many wait in dirty (or a move under way)
-// and in retry.
+// (0 when none waits), and how many wait in dirty and in retry (a move
+// under way counts in the set it took its outboxes from).
 func (r *relay) pending(now time.Time) (age time.Duration, dirty, retry int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -157,11 +165,15 @@ func (r *relay) pending(now time.Time) (age time.Duration, dirty, retry int) {
 		}
 	}
 	dirty, retry = len(r.dirty), len(r.retry)
-	for _, marks := range r.moving {
-		for _, m := range marks {
+	for _, mv := range r.moving {
+		for _, m := range mv.marks {
 			age = max(age, now.Sub(m.since))
 		}
-		dirty += len(marks)
+		if mv.retry {
+			retry += len(mv.marks)
+		} else {
+			dirty += len(mv.marks)
+		}
 	}
 	return age, dirty, retry
 }
@@ -175,7 +187,7 @@ func (s *Store) startRelay() {
 	bg, cancel := context.WithCancel(context.Background())
 	s.relay = &relay{sem: make(chan struct{}, 1), kick: make(chan struct{}, 1), stop: cancel,
 		done: make(chan struct{}), dirty: map[uint16]outboxMark{}, retry: map[uint16]outboxMark{},
-		moving: map[uint64]map[uint16]outboxMark{}}
+		moving: map[uint64]moveUnderWay{}}
 	go pprof.Do(bg, pprof.Labels("role", "redis-relay"), s.runRelay)
 }
 
@@ -276,19 +288,19 @@ func (s *Store) flushEvents(ctx context.Context) error {
 		return s.wrap(ctx, "move events", ctx.Err())
 	}
 	defer func() { <-r.sem }()
-	return s.moveSet(ctx, r.dirty)
+	return s.moveSet(ctx, r.dirty, false)
 }
 
 // retryOutboxes moves the outboxes in retry.
 func (s *Store) retryOutboxes(ctx context.Context) error {
-	return s.moveSet(ctx, s.relay.retry)
+	return s.moveSet(ctx, s.relay.retry, true)
 }
 
-// moveSet moves the outboxes of set (dirty or retry); those it cannot
-// move go to retry, keeping their first mark.
-func (s *Store) moveSet(ctx context.Context, set map[uint16]outboxMark) error {
+// moveSet moves the outboxes of set (dirty, or retry when retry is true);
+// those it cannot move go to retry, keeping their first mark.
+func (s *Store) moveSet(ctx context.Context, set map[uint16]outboxMark, retry bool) error {
 	r := s.relay
-	slots, marks, move := r.take(set)
+	slots, marks, move := r.take(set, retry)
 	failed, err := s.moveOutboxes(ctx, slots)
 	if err != nil && failed == nil {
 		failed = slots

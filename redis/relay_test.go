@@ -337,6 +337,14 @@ func TestRelayShardPaused(t *testing.T) {
 	if age, dirty, retry := s.relay.pending(time.Now()); dirty+retry == 0 || age < time.Since(start) {
 		t.Errorf("with a shard stopped: %d outboxes waiting, the oldest %v; want some, waiting over %v", dirty+retry, age, time.Since(start))
 	}
+	// They count in retry, also while the relay tries them again (a move
+	// under way), and nothing is left in dirty.
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if _, dirty, retry := s.relay.pending(time.Now()); dirty != 0 || retry == 0 {
+			t.Errorf("with a shard stopped: %d outboxes dirty and %d in retry; want 0 and some", dirty, retry)
+			break
+		}
+	}
 	c.Nodes[paused].Resume()
 	waitUntil(t, "the stopped shard's events in the log", func() bool {
 		return len(ackedDevices(t, logEvents(t, s), id)) == len(onPaused)
