@@ -87,6 +87,14 @@ func (e *UnknownTypeError) Error() string {
 // JSON kind only (space, tab, CR, LF). Fields a frame type does not use are
 // ignored, so that a newer client may add some.
 func DecodeClient(b []byte) (ClientFrame, error) {
+	if f, ok := decodeFast(b); ok {
+		return f, nil
+	}
+	return decodeClientJSON(b)
+}
+
+// decodeClientJSON is DecodeClient with encoding/json, for every frame.
+func decodeClientJSON(b []byte) (ClientFrame, error) {
 	var raw struct {
 		Type *string         `json:"type"`
 		IDs  json.RawMessage `json:"ids"`
