@@ -18,13 +18,24 @@ import (
 	"github.com/tetherpush/tether/hub"
 )
 
-// pollReadMax bounds what one wake-up of a connection reads, for fairness.
-const pollReadMax = 256 << 10
+// pollReadMax bounds what one wake-up of a connection reads, for fairness
+// (a variable for tests only).
+var pollReadMax = 256 << 10
+
+// pollEvents is what a socket is registered for: bytes to read or the peer's
+// shutdown, edge-triggered.
+const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
 
 // poller is the epoll I/O layer: one goroutine waits for readable sockets
 // and a fixed pool of workers reads them without blocking, parses frames
 // and feeds the sessions. An idle connection costs no goroutine and no
 // buffer: docs/design.md has the measurements.
+//
+// Sockets are registered edge-triggered: epoll reports a socket when bytes
+// arrive, and the worker that serves the report reads until the socket
+// would block, so nothing needs re-arming after a read. Two reports of one
+// socket may reach two workers; pconn.mu makes the second wait, and it
+// finds what arrived meanwhile or nothing.
 type poller struct {
 	epfd    int
 	jobs    chan *pconn
@@ -105,7 +116,7 @@ func (p *poller) register(pc *pconn) error {
 	if p.closed {
 		return net.ErrClosed
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(pc.fd)}
+	ev := unix.EpollEvent{Events: pollEvents, Fd: int32(pc.fd)}
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, pc.fd, &ev); err != nil {
 		return err
 	}
@@ -177,8 +188,9 @@ func (p *poller) work(ctx context.Context) {
 	}
 }
 
-// serve reads what pc has without blocking, handles whole frames, and
-// re-arms it or finishes it.
+// serve reads what pc has without blocking and handles whole frames; it
+// finishes pc when the peer is gone, and asks epoll to report pc again
+// when it stopped reading before the socket was empty.
 func (p *poller) serve(pc *pconn, buf []byte) {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
@@ -191,12 +203,18 @@ func (p *poller) serve(pc *pconn, buf []byte) {
 			return
 		}
 	}
-	if over := p.readAll(pc, buf); over {
+	over, more := p.readAll(pc, buf)
+	if over {
 		pc.sess.Ended()
 		p.finishLocked(pc)
 		return
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(pc.fd)}
+	if !more {
+		return
+	}
+	// No new bytes may arrive to make another edge: modifying the
+	// registration makes epoll look at the socket again and report it.
+	ev := unix.EpollEvent{Events: pollEvents, Fd: int32(pc.fd)}
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, pc.fd, &ev); err != nil {
 		pc.sess.Ended()
 		p.finishLocked(pc)
@@ -209,11 +227,12 @@ func (pc *pconn) graceEndLocked(p *poller) time.Time {
 	return pc.graceEnd
 }
 
-// readAll reads until the socket would block and handles complete frames;
-// true means the peer is gone (EOF or error). After the session closed, what
-// the peer still sends is read and discarded until it ends or the close
-// grace passes, so that the socket ends with FIN rather than RST.
-func (p *poller) readAll(pc *pconn, buf []byte) (over bool) {
+// readAll reads until the socket would block, or pollReadMax bytes (then
+// more is true), and handles complete frames; over means the peer is gone
+// (EOF or error). After the session closed, what the peer still sends is
+// read and discarded until it ends or the close grace passes, so that the
+// socket ends with FIN rather than RST.
+func (p *poller) readAll(pc *pconn, buf []byte) (over, more bool) {
 	if len(pc.buf) > 0 { // early bytes
 		p.parse(pc, nil)
 	}
@@ -221,18 +240,18 @@ func (p *poller) readAll(pc *pconn, buf []byte) (over bool) {
 		n, rerr := unix.Read(pc.fd, buf) // never parks: the poller waits
 		switch {
 		case errors.Is(rerr, unix.EAGAIN):
-			return false
+			return false, false
 		case errors.Is(rerr, unix.EINTR):
 			continue
 		case rerr != nil, n <= 0:
-			return true
+			return true, false
 		}
 		total += n
 		if !pc.closing.Load() {
 			p.parse(pc, buf[:n])
 		}
 	}
-	return false
+	return false, true
 }
 
 // parse appends data to pc's pending bytes and handles every complete

@@ -1,0 +1,100 @@
+//go:build linux
+
+package http
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"github.com/tetherpush/tether/wire"
+)
+
+// TestPollerReadsPastItsShare: one report of a socket reads at most
+// pollReadMax, here cut to one read (64 KiB). A client that sent more
+// before the poller looked, and then waits, must still have the rest read:
+// no later arrival makes a new edge, so the poller must ask epoll to report
+// the socket again. The whole burst is in the socket before it is
+// registered.
+func TestPollerReadsPastItsShare(t *testing.T) {
+	old := pollReadMax
+	pollReadMax = 1
+	t.Cleanup(func() { pollReadMax = old }) // after the poller has stopped
+	rig := newParserRig(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = server.(*net.TCPConn).SetReadBuffer(4 << 20)
+	_ = client.(*net.TCPConn).SetWriteBuffer(4 << 20)
+
+	ids := make([]string, wire.MaxAckIDs)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("01JDUNKNOWN%015d", i)
+	}
+	var burst bytes.Buffer
+	for burst.Len() < 200<<10 {
+		_ = ws.WriteFrame(&burst, ws.MaskFrame(ws.NewTextFrame(wire.EncodeAck(ids))))
+	}
+	_ = ws.WriteFrame(&burst, ws.MaskFrame(ws.NewTextFrame(wire.Ping)))
+	_ = client.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := client.Write(burst.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+
+	fc, err := detach(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		n, err := unix.IoctlGetInt(fc.fd, unix.SIOCINQ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == burst.Len() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d bytes in the server's socket after 5 s", n, burst.Len())
+		}
+	}
+	c := newConn(fc, 1<<16)
+	sess := fuzzAttach(t, rig.h, "pos-1", c)
+	p, err := openPoller(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.start()
+	defer p.close()
+	if err := p.add(c, sess, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(client)
+	for {
+		f, err := ws.ReadFrame(r)
+		if err != nil {
+			t.Fatalf("no pong for the ping at the end of a %d-byte burst: %v", burst.Len(), err)
+		}
+		if string(f.Payload) == string(wire.Pong) {
+			break
+		}
+	}
+}
