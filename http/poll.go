@@ -22,20 +22,10 @@ import (
 // (a variable for tests only).
 var pollReadMax = 256 << 10
 
-// pollEvents is what a socket is registered for: bytes to read or the peer's
-// shutdown, edge-triggered.
-const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
-
 // poller is the epoll I/O layer: one goroutine waits for readable sockets
 // and a fixed pool of workers reads them without blocking, parses frames
 // and feeds the sessions. An idle connection costs no goroutine and no
 // buffer: docs/design.md has the measurements.
-//
-// Sockets are registered edge-triggered: epoll reports a socket when bytes
-// arrive, and the worker that serves the report reads until the socket
-// would block, so nothing needs re-arming after a read. Two reports of one
-// socket may reach two workers; pconn.mu makes the second wait, and it
-// finds what arrived meanwhile or nothing.
 type poller struct {
 	epfd    int
 	jobs    chan *pconn
@@ -116,7 +106,7 @@ func (p *poller) register(pc *pconn) error {
 	if p.closed {
 		return net.ErrClosed
 	}
-	ev := unix.EpollEvent{Events: pollEvents, Fd: int32(pc.fd)}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(pc.fd)}
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, pc.fd, &ev); err != nil {
 		return err
 	}
@@ -188,9 +178,8 @@ func (p *poller) work(ctx context.Context) {
 	}
 }
 
-// serve reads what pc has without blocking and handles whole frames; it
-// finishes pc when the peer is gone, and asks epoll to report pc again
-// when it stopped reading before the socket was empty.
+// serve reads what pc has without blocking, handles whole frames, and
+// re-arms it or finishes it.
 func (p *poller) serve(pc *pconn, buf []byte) {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
@@ -203,18 +192,12 @@ func (p *poller) serve(pc *pconn, buf []byte) {
 			return
 		}
 	}
-	over, more := p.readAll(pc, buf)
-	if over {
+	if over := p.readAll(pc, buf); over {
 		pc.sess.Ended()
 		p.finishLocked(pc)
 		return
 	}
-	if !more {
-		return
-	}
-	// No new bytes may arrive to make another edge: modifying the
-	// registration makes epoll look at the socket again and report it.
-	ev := unix.EpollEvent{Events: pollEvents, Fd: int32(pc.fd)}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(pc.fd)}
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, pc.fd, &ev); err != nil {
 		pc.sess.Ended()
 		p.finishLocked(pc)
@@ -227,12 +210,11 @@ func (pc *pconn) graceEndLocked(p *poller) time.Time {
 	return pc.graceEnd
 }
 
-// readAll reads until the socket would block, or pollReadMax bytes (then
-// more is true), and handles complete frames; over means the peer is gone
-// (EOF or error). After the session closed, what the peer still sends is
-// read and discarded until it ends or the close grace passes, so that the
-// socket ends with FIN rather than RST.
-func (p *poller) readAll(pc *pconn, buf []byte) (over, more bool) {
+// readAll reads until the socket would block and handles complete frames;
+// true means the peer is gone (EOF or error). After the session closed, what
+// the peer still sends is read and discarded until it ends or the close
+// grace passes, so that the socket ends with FIN rather than RST.
+func (p *poller) readAll(pc *pconn, buf []byte) (over bool) {
 	if len(pc.buf) > 0 { // early bytes
 		p.parse(pc, nil)
 	}
@@ -240,18 +222,18 @@ func (p *poller) readAll(pc *pconn, buf []byte) (over, more bool) {
 		n, rerr := unix.Read(pc.fd, buf) // never parks: the poller waits
 		switch {
 		case errors.Is(rerr, unix.EAGAIN):
-			return false, false
+			return false
 		case errors.Is(rerr, unix.EINTR):
 			continue
 		case rerr != nil, n <= 0:
-			return true, false
+			return true
 		}
 		total += n
 		if !pc.closing.Load() {
 			p.parse(pc, buf[:n])
 		}
 	}
-	return false, true
+	return false
 }
 
 // parse appends data to pc's pending bytes and handles every complete

@@ -19,9 +19,8 @@ import (
 // TestPollerReadsPastItsShare: one report of a socket reads at most
 // pollReadMax, here cut to one read (64 KiB). A client that sent more
 // before the poller looked, and then waits, must still have the rest read:
-// no later arrival makes a new edge, so the poller must ask epoll to report
-// the socket again. The whole burst is in the socket before it is
-// registered.
+// no later arrival will make epoll report the socket, so the poller must
+// re-arm it. The whole burst is in the socket before it is registered.
 func TestPollerReadsPastItsShare(t *testing.T) {
 	old := pollReadMax
 	pollReadMax = 1

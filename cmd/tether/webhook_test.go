@@ -69,8 +69,11 @@ func TestWebhookEveryEventType(t *testing.T) {
 	waitFor(t, 10*time.Second, "the dead and the expired deliveries", func() bool {
 		return c.state(t, dead) == "dead" && c.state(t, expired) == "expired" && c.state(t, sentExpired) == "expired"
 	})
-	d.closeNormally()
+	// One after the other, so that the log read after pos-1's
+	// device.offline holds pos-3's too.
 	d3.closeNormally()
+	c.waitLog(t, "device.offline of pos-3", isType(client.EventOffline, "pos-3"))
+	d.closeNormally()
 	log := c.waitLog(t, "device.offline", isType(client.EventOffline, "pos-1"))
 	rc.waitAll(t, 10*time.Second, log)
 
