@@ -166,3 +166,47 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		}
 	}
 }
+
+// TestExpiredCountsItsSend: a first send is recorded lazily, with the
+// session's next commit; one whose message expires before its redelivery
+// is due, on a device that never acks it, is recorded before it expires,
+// so delivery.expired counts it (attempts 1, not 0). A message acked in
+// time is acked with attempts 1.
+func TestExpiredCountsItsSend(t *testing.T) {
+	n := mustOpenNode(t, func(h *hub.Config, _ *tetherhttp.Config) { h.AckTimeout = 30 * time.Second })
+	silent := n.Connect(t, "pos-1")
+	acker := n.Connect(t, "pos-2")
+	publish := func(target string) string {
+		var out struct{ ID string }
+		body := map[string]any{"target": target, "data": 1, "ttl_s": 2.5}
+		if code := n.API(t, "POST", "/v1/messages", body, &out); code != 202 {
+			t.Fatalf("publish to %s: %d", target, code)
+		}
+		return out.ID
+	}
+	expired, acked := publish("device:pos-1"), publish("device:pos-2")
+	if m := silent.MustNext("message"); m.ID != expired {
+		t.Fatalf("got %+v", m)
+	}
+	if m := acker.MustNext("message"); m.ID != acked {
+		t.Fatalf("got %+v", m)
+	}
+	acker.Ack(acked)
+	want := map[string]tether.EventType{expired: tether.EventExpired, acked: tether.EventAcked}
+	got := map[string]tether.LogEvent{}
+	waitFor(t, 10*time.Second, "delivery.expired and delivery.acked", func() bool {
+		var page eventsPage
+		n.API(t, "GET", "/v1/events", nil, &page)
+		for _, e := range page.Events {
+			if want[e.Message] == e.Type {
+				got[e.Message] = e
+			}
+		}
+		return len(got) == 2
+	})
+	for id, e := range got {
+		if e.Attempts != 1 {
+			t.Errorf("%s of message %s to %s: attempts %d, want 1", e.Type, id, e.Device, e.Attempts)
+		}
+	}
+}

@@ -31,7 +31,10 @@ type busy struct {
 	nextDue int64              // earliest redelivery in the window (Unix ns; 0: none)
 	marks   []tether.Mark
 	sends   []*flight // first sends not yet recorded: they ride with the next commit
-	ackIDs  []string  // acks of ids the session could not place
+	// recordBy is when the sends must be recorded at the latest, because
+	// one of them expires before its redelivery is due (Unix ns; 0: none).
+	recordBy int64
+	ackIDs   []string // acks of ids the session could not place
 	// acking holds the ackIDs handed to the store and not yet answered:
 	// with ackIDs, messages the session must not send although its
 	// cursors do not know them settled yet.
@@ -219,8 +222,16 @@ func (s *Session) dueLocked(now time.Time) (frames [][]byte, first []int64, rese
 			resent++
 		}
 	}
+	if b.recordBy != 0 && b.recordBy <= nowN {
+		b.marks = append(b.marks, s.d.sendMarksLocked()...)
+	}
 	return frames, first, resent
 }
+
+// recordAhead is how long before it expires a first send not yet recorded
+// is recorded, when no redelivery comes first: time for the commit to
+// reach the store before the sweeper (every second) settles the delivery.
+const recordAhead = time.Second
 
 // redue returns the sent messages of the window due again, in admission
 // order, and recomputes nextDue.
@@ -270,15 +281,19 @@ func (s *Session) sendLocked(f *flight, now time.Time) ([]byte, bool) {
 		b.nextDue = f.due
 	}
 	switch {
-	case f.attempt == 1 && f.msg.ExpiresAt.UnixNano() > f.due:
-		// A first send is recorded lazily, with the next commit the
-		// session makes for its acks, a redelivery or its close.
-		b.sends = append(b.sends, f)
 	case f.attempt == 1:
-		// It expires before its redelivery is due: the sweeper may settle
-		// it before the session commits anything else, and its
-		// delivery.expired must count this send, so it is recorded now.
-		b.marks = append(b.marks, tether.Mark{Source: src, Seq: f.seq, State: tether.StateInflight, Attempts: 1})
+		// A first send is recorded lazily, with the next commit the
+		// session makes for its acks, a redelivery or its close. One
+		// that expires before its redelivery is due is recorded
+		// recordAhead before it expires at the latest: the sweeper would
+		// otherwise settle it first, and its delivery.expired must count
+		// this send.
+		b.sends = append(b.sends, f)
+		if exp := f.msg.ExpiresAt.UnixNano(); exp <= f.due {
+			if by := exp - int64(recordAhead); b.recordBy == 0 || by < b.recordBy {
+				b.recordBy = by
+			}
+		}
 	default:
 		b.marks = append(b.marks, tether.Mark{Source: src, Seq: f.seq, State: tether.StateInflight, Attempts: f.attempt})
 	}
@@ -290,11 +305,15 @@ func (s *Session) sendLocked(f *flight, now time.Time) ([]byte, bool) {
 }
 
 // nextDueLocked returns when the window next needs the session (Unix ns;
-// 0: never): a redelivery, or the end of a wait for an out-of-order offer.
+// 0: never): a redelivery, a first send to record before it expires, or
+// the end of a wait for an out-of-order offer.
 func (d *delivery) nextDueLocked() int64 {
 	var next int64
 	if d.b != nil {
 		next = d.b.nextDue
+		if r := d.b.recordBy; r != 0 && (next == 0 || r < next) {
+			next = r
+		}
 	}
 	for _, r := range d.readers {
 		if r.x != nil && r.x.gapAt != 0 && (next == 0 || r.x.gapAt < next) {
@@ -356,6 +375,7 @@ func (d *delivery) sendMarksLocked() []tether.Mark {
 		return nil
 	}
 	var out []tether.Mark
+	b.recordBy = 0
 	for _, f := range b.sends {
 		if b.window[f.msg.ID] == f {
 			out = append(out, tether.Mark{Source: d.readers[f.reader].source, Seq: f.seq, State: tether.StateInflight, Attempts: f.attempt})
