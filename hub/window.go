@@ -223,7 +223,7 @@ func (s *Session) dueLocked(now time.Time) (frames [][]byte, first []int64, rese
 		}
 	}
 	if b.recordBy != 0 && b.recordBy <= nowN {
-		b.marks = append(b.marks, s.d.sendMarksLocked()...)
+		s.d.recordSendsLocked()
 	}
 	return frames, first, resent
 }
@@ -385,14 +385,20 @@ func (d *delivery) sendMarksLocked() []tether.Mark {
 	return out
 }
 
-// closeMarksLocked makes the marks of a closing session: its first sends
-// go to the store with its acks. It returns whether a commit must be
-// queued.
-func (d *delivery) closeMarksLocked() bool {
+// recordSendsLocked turns the first sends not yet recorded into marks,
+// ahead of the marks made since.
+func (d *delivery) recordSendsLocked() {
 	if sends := d.sendMarksLocked(); len(sends) > 0 {
 		b := d.busyLocked()
 		b.marks = append(sends, b.marks...)
 	}
+}
+
+// closeMarksLocked makes the marks of a closing session: its first sends
+// go to the store with its acks. It returns whether a commit must be
+// queued.
+func (d *delivery) closeMarksLocked() bool {
+	d.recordSendsLocked()
 	queue := d.b != nil && len(d.b.marks) > 0 && !d.commitQueued && !d.committing
 	if queue {
 		d.commitQueued = true
