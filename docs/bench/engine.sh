@@ -15,40 +15,31 @@ set -u
 TETHER=${TETHER:-/tmp/tether}
 OUT=${OUT:-/tmp/engine-bench}
 ROUNDS=${ROUNDS:-3}
-. "$(dirname "$0")/common.sh" # SECRET, KEY, free_port, ticks, busy
+. "$(dirname "$0")/common.sh" # start_node, start_redis, counted, ticks, busy
 mkdir -p "$OUT"
 
 # run STORE NAME [bench flags…]: STORE is embedded or redis (appendfsync
 # everysec, no RDB snapshots).
 run() {
   local store=$1 name=$2; shift 2
-  local D P Q RP redis=0; D=$(mktemp -d); P=$(free_port); Q=$(free_port)
-  local flags=(--data-dir $D --token-secret $SECRET --api-key $KEY --listen 127.0.0.1:$P --admin-listen 127.0.0.1:$Q)
+  local D NODE URL ADMIN REDIS=0 RP RC CMD_TICKS flags=(); D=$(mktemp -d)
   if [ $store = redis ]; then
-    RP=$(free_port)
-    redis-server --bind 127.0.0.1 --port $RP --dir $D --appendonly yes --appendfsync everysec --save '' --logfile $D/redis.log &
-    redis=$!
-    until redis-cli -p $RP ping >/dev/null 2>&1; do sleep 0.1; done
-    flags+=(--store redis --redis-url redis://127.0.0.1:$RP/0)
+    start_redis $D --appendonly yes --appendfsync everysec
+    flags=(--store redis --redis-url redis://127.0.0.1:$RP/0)
   fi
-  "$TETHER" serve "${flags[@]}" 2>$D/node.log &
-  local node=$!
-  until curl -sf http://127.0.0.1:$P/readyz >/dev/null; do sleep 0.1; done
+  start_node "$TETHER" $D "${flags[@]}"
   local n0 r0=0 b0 t0
-  n0=$(ticks $node); [ $redis != 0 ] && r0=$(ticks $redis); b0=$(busy); t0=$(date +%s.%N)
-  timeout 600 bash -c '"$@" >'$OUT/$name.json' 2>'$OUT/$name.err'; s=$?; awk "{print \$16+\$17}" /proc/$$/stat >'$D/benchcpu'; exit $s' _ \
-    "$TETHER" bench --url http://127.0.0.1:$P --admin-url http://127.0.0.1:$Q \
-      --token-secret $SECRET --api-key $KEY --json "$@"
-  local rc=$? n1 r1=0 b1 t1 bc
-  n1=$(ticks $node); [ $redis != 0 ] && r1=$(ticks $redis); b1=$(busy); t1=$(date +%s.%N)
-  bc=$(cat $D/benchcpu 2>/dev/null || echo 0)
+  n0=$(ticks $NODE); [ $REDIS != 0 ] && r0=$(ticks $REDIS); b0=$(busy); t0=$(date +%s.%N)
+  counted 600 $OUT/$name "$TETHER" bench --url $URL --admin-url $ADMIN --token-secret $SECRET --api-key $KEY --json "$@"
+  local n1 r1=0 b1 t1 bc=$CMD_TICKS
+  n1=$(ticks $NODE); [ $REDIS != 0 ] && r1=$(ticks $REDIS); b1=$(busy); t1=$(date +%s.%N)
   local cmds='{}'
-  if [ $redis != 0 ]; then # Redis's own account of its work, per command
+  if [ $REDIS != 0 ]; then # Redis's own account of its work, per command
     cmds=$(redis-cli -p $RP info commandstats | tr -d '\r' | awk -F'[:=,]' '/^cmdstat_/{printf "%s\"%s\":{\"calls\":%s,\"usec\":%s}", (n++?",":""), substr($1,9), $3, $5} BEGIN{printf "{"} END{printf "}"}')
   fi
-  kill -TERM $node; wait $node
-  if [ $redis != 0 ]; then redis-cli -p $RP shutdown nosave >/dev/null 2>&1; wait $redis; fi
-  jq --argjson c "{\"rc\":$rc,\"wall_s\":$(echo "$t1 - $t0" | bc),\"node_cpu_s\":$((n1-n0))e-2,\"redis_cpu_s\":$((r1-r0))e-2,\"bench_cpu_s\":${bc}e-2,\"other_cpu_s\":$(( (b1-b0)-(n1-n0)-(r1-r0)-bc ))e-2}" \
+  kill -TERM $NODE; wait $NODE
+  if [ $REDIS != 0 ]; then redis-cli -p $RP shutdown nosave >/dev/null 2>&1; wait $REDIS; fi
+  jq --argjson c "{\"rc\":$RC,\"wall_s\":$(echo "$t1 - $t0" | bc),\"node_cpu_s\":$((n1-n0))e-2,\"redis_cpu_s\":$((r1-r0))e-2,\"bench_cpu_s\":${bc}e-2,\"other_cpu_s\":$(( (b1-b0)-(n1-n0)-(r1-r0)-bc ))e-2}" \
     --argjson cmds "$cmds" '. + {cpu: $c, redis_commandstats: $cmds}' $OUT/$name.json > $D/tmp && mv $D/tmp $OUT/$name.json
   rm -rf $D
 }
@@ -57,27 +48,22 @@ run() {
 # how long a publish takes to be refused (SPEC section 3: at once).
 frozen() {
   local name=$1
-  local D P Q RP; D=$(mktemp -d); P=$(free_port); Q=$(free_port); RP=$(free_port)
-  redis-server --bind 127.0.0.1 --port $RP --dir $D --save '' --logfile $D/redis.log &
-  local redis=$!
-  until redis-cli -p $RP ping >/dev/null 2>&1; do sleep 0.1; done
-  "$TETHER" serve --store redis --redis-url redis://127.0.0.1:$RP/0 --data-dir $D --token-secret $SECRET --api-key $KEY \
-    --listen 127.0.0.1:$P --admin-listen 127.0.0.1:$Q 2>$D/node.log &
-  local node=$!
-  until curl -sf http://127.0.0.1:$P/readyz >/dev/null; do sleep 0.1; done
-  kill -STOP $redis
+  local D NODE URL ADMIN REDIS RP; D=$(mktemp -d)
+  start_redis $D
+  start_node "$TETHER" $D --store redis --redis-url redis://127.0.0.1:$RP/0
+  kill -STOP $REDIS
   local t0; t0=$(date +%s.%N)
-  until [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$P/readyz)" = 503 ]; do sleep 0.05; done
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' $URL/readyz)" = 503 ]; do sleep 0.05; done
   echo "{\"readyz_503_after_s\": $(echo "$(date +%s.%N) - $t0" | bc), \"publishes\": [" > $OUT/$name.json
   for i in $(seq 20); do
     curl -s -o /dev/null -w '{"code":%{http_code},"seconds":%{time_total}}' -H "Authorization: Bearer $KEY" \
-      -d '{"target":"device:d1","data":{"n":1}}' http://127.0.0.1:$P/v1/messages >> $OUT/$name.json
+      -d '{"target":"device:d1","data":{"n":1}}' $URL/v1/messages >> $OUT/$name.json
     [ $i -lt 20 ] && echo "," >> $OUT/$name.json
   done
   echo "]}" >> $OUT/$name.json
-  kill -CONT $redis
-  kill -TERM $node; wait $node
-  redis-cli -p $RP shutdown nosave >/dev/null 2>&1; wait $redis
+  kill -CONT $REDIS
+  kill -TERM $NODE; wait $NODE
+  redis-cli -p $RP shutdown nosave >/dev/null 2>&1; wait $REDIS
   rm -rf $D
 }
 

@@ -20,7 +20,7 @@ BEFORE=${BEFORE:-/tmp/tether-before}
 OUT=${OUT:-/tmp/events-cluster}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-30s}
-. "$(dirname "$0")/common.sh" # SECRET, KEY, free_port, ticks, busy
+. "$(dirname "$0")/common.sh" # start_node, ticks, busy, cpu_all
 mkdir -p "$OUT"
 
 # redis_cpu PORT...: seconds of CPU of the servers' main threads.
@@ -60,19 +60,16 @@ cluster() {
 # run BIN NAME: one groups run on a node of BIN on a fresh cluster, driven
 # by $TETHER bench.
 run() {
-  local bin=$1 name=$2 D P Q ports; D=$(mktemp -d); P=$(free_port); Q=$(free_port)
+  local bin=$1 name=$2 D NODE URL ADMIN ports; D=$(mktemp -d)
   ports=($(cluster $D))
   sleep 1
-  "$bin" serve --data-dir $D --store redis --redis-cluster --redis-url redis://127.0.0.1:${ports[0]} \
-    --token-secret $SECRET --api-key $KEY --listen 127.0.0.1:$P --admin-listen 127.0.0.1:$Q 2>$D/node.log &
-  local node=$!
-  until curl -sf http://127.0.0.1:$P/readyz >/dev/null; do sleep 0.1; done
-  local n0 r0 b0 t0; n0=$(ticks $node); r0=$(redis_cpu "${ports[@]}"); b0=$(busy); t0=$(awk '/^cpu /{print $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-  "$TETHER" bench --url http://127.0.0.1:$P --admin-url http://127.0.0.1:$Q --token-secret $SECRET --api-key $KEY --json \
+  start_node "$bin" $D --store redis --redis-cluster --redis-url redis://127.0.0.1:${ports[0]}
+  local n0 r0 b0 t0; n0=$(ticks $NODE); r0=$(redis_cpu "${ports[@]}"); b0=$(busy); t0=$(cpu_all)
+  "$TETHER" bench --url $URL --admin-url $ADMIN --token-secret $SECRET --api-key $KEY --json \
     --conns 1000 --groups 10 --publishers 8 --rate 300 --duration $DURATION >$OUT/$name.json 2>$OUT/$name.err
-  local n1 r1 b1 t1; n1=$(ticks $node); r1=$(redis_cpu "${ports[@]}"); b1=$(busy); t1=$(awk '/^cpu /{print $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+  local n1 r1 b1 t1; n1=$(ticks $NODE); r1=$(redis_cpu "${ports[@]}"); b1=$(busy); t1=$(cpu_all)
   for p in "${ports[@]}"; do redis-cli -p $p info commandstats; done >$OUT/$name.commandstats
-  kill -TERM $node; wait $node
+  kill -TERM $NODE; wait $NODE
   for p in "${ports[@]}"; do redis-cli -p $p shutdown nosave >/dev/null 2>&1; done
   sleep 0.3; rm -rf $D
   jq -c --arg n $name --arg cpu $((n1-n0)) --arg r "$(echo "$r1 - $r0" | bc)" --arg busy $(((b1-b0)*100/(t1-t0))) \

@@ -16,20 +16,18 @@ BEFORE=${BEFORE:-/tmp/tether-before}
 OUT=${OUT:-/tmp/events-bench}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-30s}
-. "$(dirname "$0")/common.sh" # SECRET, KEY, free_port, ticks
+. "$(dirname "$0")/common.sh" # start_node, ticks
 mkdir -p "$OUT"
 
 # run BIN NAME: one groups run on a fresh node of BIN, driven by $TETHER bench.
 run() {
-  local bin=$1 name=$2 D P Q; D=$(mktemp -d); P=$(free_port); Q=$(free_port)
-  "$bin" serve --data-dir $D --token-secret $SECRET --api-key $KEY --listen 127.0.0.1:$P --admin-listen 127.0.0.1:$Q 2>$D/node.log &
-  local node=$!
-  until curl -sf http://127.0.0.1:$P/readyz >/dev/null; do sleep 0.1; done
-  local n0; n0=$(ticks $node)
-  "$TETHER" bench --url http://127.0.0.1:$P --admin-url http://127.0.0.1:$Q --token-secret $SECRET --api-key $KEY --json \
+  local bin=$1 name=$2 D NODE URL ADMIN; D=$(mktemp -d)
+  start_node "$bin" $D
+  local n0; n0=$(ticks $NODE)
+  "$TETHER" bench --url $URL --admin-url $ADMIN --token-secret $SECRET --api-key $KEY --json \
     --conns 1000 --groups 10 --publishers 8 --rate 1000 --duration $DURATION >$OUT/$name.json 2>$OUT/$name.err
-  local n1; n1=$(ticks $node)
-  kill -TERM $node; wait $node; rm -rf $D
+  local n1; n1=$(ticks $NODE)
+  kill -TERM $NODE; wait $NODE; rm -rf $D
   jq -c --arg n $name --arg cpu $((n1-n0)) '[$n, (.messages.delivered_per_second|floor), .messages.latency_ms.p50,
     .messages.latency_ms.p99, .messages.publish_latency_ms.p50, .messages.publish_latency_ms.p99, .messages.lost,
     ($cpu|tonumber/100)]' $OUT/$name.json

@@ -24,7 +24,7 @@ NATS=${NATS:-$(go env GOPATH)/bin/nats-server}
 OUT=${OUT:-/tmp/js-bench}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-60s}
-. "$(dirname "$0")/common.sh" # SECRET, KEY, free_port, ticks, busy
+. "$(dirname "$0")/common.sh" # start_node, counted, free_port, ticks, busy
 mkdir -p "$OUT"
 
 # measure NAME SERVER_PID CMD…: runs CMD (the load generator) with its
@@ -33,27 +33,22 @@ mkdir -p "$OUT"
 # figure measured while it is high was disturbed).
 measure() {
   local name=$1 srv=$2; shift 2
-  local s0 s1 t0 t1 rc bc b0 b1
+  local s0 s1 t0 t1 bc b0 b1 RC CMD_TICKS
   s0=$(ticks $srv); t0=$(date +%s.%N); b0=$(busy)
-  timeout 900 bash -c '"$@" >'$OUT/$name.json' 2>'$OUT/$name.err'; s=$?; awk "{print \$16+\$17}" /proc/$$/stat >'$OUT/$name.benchcpu'; exit $s' _ "$@"
-  rc=$?
-  s1=$(ticks $srv); t1=$(date +%s.%N); b1=$(busy); bc=$(cat $OUT/$name.benchcpu 2>/dev/null || echo 0)
-  jq --argjson c "{\"rc\":$rc,\"wall_s\":$(echo "$t1 - $t0" | bc),\"server_cpu_s\":$((s1-s0))e-2,\"bench_cpu_s\":${bc}e-2,\"other_cpu_s\":$(( (b1-b0)-(s1-s0)-bc ))e-2}" \
+  counted 900 $OUT/$name "$@"
+  s1=$(ticks $srv); t1=$(date +%s.%N); b1=$(busy); bc=$CMD_TICKS
+  jq --argjson c "{\"rc\":$RC,\"wall_s\":$(echo "$t1 - $t0" | bc),\"server_cpu_s\":$((s1-s0))e-2,\"bench_cpu_s\":${bc}e-2,\"other_cpu_s\":$(( (b1-b0)-(s1-s0)-bc ))e-2}" \
     '. + {cpu: $c}' $OUT/$name.json > $OUT/$name.tmp && mv $OUT/$name.tmp $OUT/$name.json
-  rm -f $OUT/$name.benchcpu
 }
 
 # tether NAME [bench flags…]
 tether() {
   local name=$1; shift
-  local D P Q; D=$(mktemp -d); P=$(free_port); Q=$(free_port)
-  "$TETHER" serve --data-dir $D --token-secret $SECRET --api-key $KEY \
-    --listen 127.0.0.1:$P --admin-listen 127.0.0.1:$Q 2>$D/node.log &
-  local node=$!
-  until curl -sf http://127.0.0.1:$P/readyz >/dev/null; do sleep 0.1; done
-  measure tether-$name $node "$TETHER" bench --url http://127.0.0.1:$P --admin-url http://127.0.0.1:$Q \
+  local D NODE URL ADMIN; D=$(mktemp -d)
+  start_node "$TETHER" $D
+  measure tether-$name $NODE "$TETHER" bench --url $URL --admin-url $ADMIN \
     --token-secret $SECRET --api-key $KEY --json --duration $DURATION "$@"
-  kill -TERM $node; wait $node
+  kill -TERM $NODE; wait $NODE
   rm -rf $D
 }
 

@@ -13,37 +13,28 @@
 set -u
 TETHER=${TETHER:-/tmp/tether}
 OUT=${OUT:-/tmp/redis-bench}
-. "$(dirname "$0")/common.sh" # SECRET, KEY, free_port, ticks, busy
+. "$(dirname "$0")/common.sh" # start_node, start_redis, counted, ticks, busy
 mkdir -p "$OUT"
 
 # run FSYNC NODES NAME [bench flags…]
 run() {
   local fsync=$1 nodes=$2 name=$3; shift 3
-  local D RP; D=$(mktemp -d); RP=$(free_port)
-  redis-server --bind 127.0.0.1 --port $RP --dir $D --appendonly yes --appendfsync $fsync --save '' --logfile $D/redis.log &
-  local redis=$!
-  until redis-cli -p $RP ping >/dev/null 2>&1; do sleep 0.1; done
-  local pids=() urls=() admins=() n P Q
+  local D REDIS RP NODE URL ADMIN RC CMD_TICKS; D=$(mktemp -d)
+  start_redis $D --appendonly yes --appendfsync $fsync
+  local pids=() urls=() admins=() n
   for n in $(seq $nodes); do
-    P=$(free_port); Q=$(free_port)
-    "$TETHER" serve --store redis --redis-url redis://127.0.0.1:$RP/0 --node-id n$n \
-      --token-secret $SECRET --api-key $KEY --data-dir $D/n$n \
-      --listen 127.0.0.1:$P --admin-listen 127.0.0.1:$Q 2>$D/n$n.log &
-    pids+=($!); urls+=(http://127.0.0.1:$P); admins+=(http://127.0.0.1:$Q)
-    until curl -sf http://127.0.0.1:$P/readyz >/dev/null; do sleep 0.1; done
+    start_node "$TETHER" $D/n$n --store redis --redis-url redis://127.0.0.1:$RP/0 --node-id n$n
+    pids+=($NODE); urls+=($URL); admins+=($ADMIN)
   done
   local last=$((nodes-1)) r0 n0=0 b0 t0 p
-  r0=$(ticks $redis); for p in ${pids[@]}; do n0=$((n0+$(ticks $p))); done; b0=$(busy); t0=$(date +%s.%N)
-  # bash -c reports its children's CPU (the bench and its workers) once the bench has exited
-  timeout 120 bash -c '"$@" >'$OUT/$name.json'; s=$?; awk "{print \$16+\$17}" /proc/$$/stat >'$D/benchcpu'; exit $s' _ \
-    "$TETHER" bench --url ${urls[$last]} --admin-url ${admins[$last]} --publish-url ${urls[0]} \
-      --token-secret $SECRET --api-key $KEY --json "$@"
-  local rc=$? r1 n1=0 b1 t1
-  r1=$(ticks $redis); for p in ${pids[@]}; do n1=$((n1+$(ticks $p))); done; b1=$(busy); t1=$(date +%s.%N)
-  local bc; bc=$(cat $D/benchcpu 2>/dev/null || echo 0)
+  r0=$(ticks $REDIS); for p in ${pids[@]}; do n0=$((n0+$(ticks $p))); done; b0=$(busy); t0=$(date +%s.%N)
+  counted 120 $OUT/$name "$TETHER" bench --url ${urls[$last]} --admin-url ${admins[$last]} --publish-url ${urls[0]} \
+    --token-secret $SECRET --api-key $KEY --json "$@"
+  local r1 n1=0 b1 t1 bc=$CMD_TICKS
+  r1=$(ticks $REDIS); for p in ${pids[@]}; do n1=$((n1+$(ticks $p))); done; b1=$(busy); t1=$(date +%s.%N)
   for p in ${pids[@]}; do kill -TERM $p; wait $p; done
-  redis-cli -p $RP shutdown nosave >/dev/null 2>&1; wait $redis
-  jq --argjson c "{\"rc\":$rc,\"wall_s\":$(echo "$t1 - $t0" | bc),\"node_cpu_s\":$((n1-n0))e-2,\"redis_cpu_s\":$((r1-r0))e-2,\"bench_cpu_s\":${bc}e-2,\"other_cpu_s\":$(( (b1-b0)-(n1-n0)-(r1-r0)-bc ))e-2,\"fsync\":\"$fsync\",\"nodes\":$nodes}" \
+  redis-cli -p $RP shutdown nosave >/dev/null 2>&1; wait $REDIS
+  jq --argjson c "{\"rc\":$RC,\"wall_s\":$(echo "$t1 - $t0" | bc),\"node_cpu_s\":$((n1-n0))e-2,\"redis_cpu_s\":$((r1-r0))e-2,\"bench_cpu_s\":${bc}e-2,\"other_cpu_s\":$(( (b1-b0)-(n1-n0)-(r1-r0)-bc ))e-2,\"fsync\":\"$fsync\",\"nodes\":$nodes}" \
     '. + {cpu: $c}' $OUT/$name.json > $D/tmp && mv $D/tmp $OUT/$name.json
   rm -rf $D
 }
