@@ -6,13 +6,9 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -20,10 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/tetherpush/tether/bolt"
-	tetherhttp "github.com/tetherpush/tether/http"
-	"github.com/tetherpush/tether/hub"
-	"github.com/tetherpush/tether/token"
+	"github.com/tetherpush/tether/internal/nodetest"
 )
 
 // runMainEnv makes the test binary run main instead of the tests.
@@ -37,70 +30,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-const (
-	testSecret  = "terminal-test-token-secret"
-	testAPIKey  = "terminal-test-api-key"
-	waitTimeout = 5 * time.Second
-)
-
-// node is an in-process tether node on the embedded store and a :0 port.
-type node struct {
-	addr string
-	api  *http.Client
-}
-
-func mustOpenNode(tb testing.TB) *node {
-	tb.Helper()
-	st, err := bolt.Open(filepath.Join(tb.TempDir(), "tether.db"), bolt.Options{})
-	if err != nil {
-		tb.Fatalf("open store: %v", err)
-	}
-	h := hub.New(st, hub.Config{Node: "n1", Heartbeat: 5 * time.Second, AckTimeout: 5 * time.Second, Workers: 2})
-	if err := h.Open(); err != nil {
-		st.Close()
-		tb.Fatalf("open hub: %v", err)
-	}
-	srv := tetherhttp.NewServer(h, tetherhttp.Config{
-		Listen: "127.0.0.1:0", AdminListen: "-", TokenSecret: []byte(testSecret), APIKey: testAPIKey,
-	})
-	if err := srv.Open(); err != nil {
-		h.Close()
-		st.Close()
-		tb.Fatalf("open server: %v", err)
-	}
-	n := &node{addr: srv.Addr(), api: &http.Client{Transport: &http.Transport{}, Timeout: waitTimeout}}
-	tb.Cleanup(func() {
-		h.Close()
-		srv.Close()
-		st.Close()
-		n.api.CloseIdleConnections()
-	})
-	return n
-}
-
-// call calls the HTTP API and decodes a 2xx answer into out.
-func (n *node) call(tb testing.TB, method, path string, body, out any) {
-	tb.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, "http://"+n.addr+path, rd)
-	req.Header.Set("Authorization", "Bearer "+testAPIKey)
-	resp, err := n.api.Do(req)
-	if err != nil {
-		tb.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode/100 != 2 {
-		tb.Fatalf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, raw)
-	}
-	if err := json.Unmarshal(raw, out); err != nil {
-		tb.Fatalf("%s %s: decode %s: %v", method, path, raw, err)
-	}
-}
+// waitTimeout bounds each wait of the tests.
+const waitTimeout = 5 * time.Second
 
 // terminal is the program running as a child process.
 type terminal struct {
@@ -206,18 +137,16 @@ func (term *terminal) wait(tb testing.TB, timeout time.Duration) int {
 }
 
 func TestPrintsOrderAcksAndStopsOnInterrupt(t *testing.T) {
-	n := mustOpenNode(t)
-	tok, err := token.Sign([]byte(testSecret), token.Claims{Device: "till-3", Groups: []string{"shop-1"}, ExpiresAt: time.Now().Add(time.Hour)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	term := startTerminal(t, nil, "--url", "ws://"+n.addr, "--token", tok)
+	n := nodetest.MustOpen(t, nodetest.Options{})
+	term := startTerminal(t, nil, "--url", n.WSURL, "--token", nodetest.MustToken(t, "till-3", "shop-1"))
 	waitLine(t, "stderr", term.stderr, "tether connected")
 
 	var pub struct {
 		ID string `json:"id"`
 	}
-	n.call(t, "POST", "/v1/messages", map[string]any{"target": "group:shop-1", "data": map[string]any{"order": "A-42", "items": []string{"espresso", "croissant"}}}, &pub)
+	if code := n.API(t, "POST", "/v1/messages", map[string]any{"target": "group:shop-1", "data": map[string]any{"order": "A-42", "items": []string{"espresso", "croissant"}}}, &pub); code != 202 {
+		t.Fatalf("publish: status %d, want 202", code)
+	}
 	line := waitLine(t, "stdout", term.stdout, pub.ID)
 	for _, want := range []string{"order " + pub.ID + " for group:shop-1", "(attempt 1)", `"order":"A-42"`, `"items":["espresso","croissant"]`} {
 		if !strings.Contains(line, want) {
@@ -233,7 +162,9 @@ func TestPrintsOrderAcksAndStopsOnInterrupt(t *testing.T) {
 				State  string `json:"state"`
 			} `json:"deliveries"`
 		}
-		n.call(t, "GET", "/v1/messages/"+pub.ID, nil, &st)
+		if code := n.API(t, "GET", "/v1/messages/"+pub.ID, nil, &st); code != 200 {
+			t.Fatalf("GET /v1/messages/%s: status %d", pub.ID, code)
+		}
 		if len(st.Deliveries) == 1 && st.Deliveries[0].Device == "till-3" && st.Deliveries[0].State == "acked" {
 			break
 		}
@@ -261,8 +192,8 @@ func TestNoToken(t *testing.T) {
 }
 
 func TestTokenRefused(t *testing.T) {
-	n := mustOpenNode(t)
-	term := startTerminal(t, []string{"TETHER_TOKEN=not-a-token"}, "--url", "ws://"+n.addr)
+	n := nodetest.MustOpen(t, nodetest.Options{})
+	term := startTerminal(t, []string{"TETHER_TOKEN=not-a-token"}, "--url", n.WSURL)
 	if code := term.wait(t, waitTimeout); code != 1 {
 		t.Errorf("exit code %d for a refused token, want 1", code)
 	}
