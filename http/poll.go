@@ -210,10 +210,15 @@ func (pc *pconn) graceEndLocked(p *poller) time.Time {
 	return pc.graceEnd
 }
 
-// readAll reads until the socket would block and handles complete frames;
-// true means the peer is gone (EOF or error). After the session closed, what
-// the peer still sends is read and discarded until it ends or the close
-// grace passes, so that the socket ends with FIN rather than RST.
+// readAll reads until the socket is drained and handles complete frames;
+// true means the peer is gone (EOF or error). A read shorter than buf
+// emptied the socket's receive queue, so readAll stops there rather than
+// make a read that would only return EAGAIN (half the reads when frames
+// come one at a time): what arrives after it is reported again, since
+// re-arming a one-shot registration (EPOLL_CTL_MOD) checks the socket's
+// readiness at once. After the session closed, what the peer still sends
+// is read and discarded until it ends or the close grace passes, so that
+// the socket ends with FIN rather than RST.
 func (p *poller) readAll(pc *pconn, buf []byte) (over bool) {
 	if len(pc.buf) > 0 { // early bytes
 		p.parse(pc, nil)
@@ -231,6 +236,9 @@ func (p *poller) readAll(pc *pconn, buf []byte) (over bool) {
 		total += n
 		if !pc.closing.Load() {
 			p.parse(pc, buf[:n])
+		}
+		if n < len(buf) {
+			return false
 		}
 	}
 	return false
