@@ -36,7 +36,7 @@ func (m *model) publishReq(req map[string]any) {
 	fails, start := m.fs.Failures(), time.Now()
 	code, hdr := m.call("POST", "/v1/messages", req, &out)
 	if code == http.StatusServiceUnavailable {
-		m.refusedPublish("publish", []map[string]any{req}, hdr, fails, time.Since(start))
+		m.refusedPublish("publish", []map[string]any{req}, hdr, out.Error, fails, time.Since(start))
 		return
 	}
 	if m.frozen {
@@ -52,11 +52,14 @@ func (m *model) batch() {
 	for i := range reqs {
 		reqs[i] = m.drawRequest(rapid.Bool().Draw(m.t, "keyed"))
 	}
-	var out struct{ Results []publishOut }
+	var out struct {
+		Results []publishOut
+		Error   *apiError
+	}
 	fails, start := m.fs.Failures(), time.Now()
 	code, hdr := m.call("POST", "/v1/messages/batch", map[string]any{"messages": reqs}, &out)
 	if code == http.StatusServiceUnavailable {
-		m.refusedPublish(fmt.Sprintf("batch of %d", n), reqs, hdr, fails, time.Since(start))
+		m.refusedPublish(fmt.Sprintf("batch of %d", n), reqs, hdr, out.Error, fails, time.Since(start))
 		return
 	}
 	if m.frozen || code != 200 || len(out.Results) != n {
@@ -72,10 +75,16 @@ func (m *model) batch() {
 }
 
 type publishOut struct {
-	ID         string `json:"id"`
-	Recipients *int   `json:"recipients"`
-	Duplicate  bool   `json:"duplicate"`
-	Error      any    `json:"error"`
+	ID         string    `json:"id"`
+	Recipients *int      `json:"recipients"`
+	Duplicate  bool      `json:"duplicate"`
+	Error      *apiError `json:"error"`
+}
+
+// apiError is the error of an API answer.
+type apiError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
 }
 
 func (m *model) drawRequest(keyed bool) map[string]any {

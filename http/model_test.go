@@ -133,7 +133,7 @@ func setDefaultChecks(t *testing.T, n int) {
 type modelStats struct {
 	checks, actions, published, duplicates, frames, redeliveries atomic.Int64
 	takeovers, restarts, redeliveredAfterAck, flushRaces         atomic.Int64
-	freezes, frozenNS, held, refused, unplanned                  atomic.Int64
+	freezes, frozenNS, held, refused, unplanned, overloaded      atomic.Int64
 	limbo, limboStored, limboAbsent, quiet, outageAcks           atomic.Int64
 	firstFailure                                                 atomic.Int64 // the check that failed first
 }
@@ -144,11 +144,11 @@ func (s *modelStats) String() string {
 		failed = fmt.Sprintf("; check %d failed first", n)
 	}
 	return fmt.Sprintf("%d checks, %d actions, %d messages published, %d duplicate publishes, %d message frames (%d redeliveries), %d takeovers, %d restarts, %d redeliveries of acks not known durable (%d of acks read before a close handshake); "+
-		"%d store freezes (%v) holding %d store calls, %d requests refused with 503, %d store calls failed outside a freeze, %d acks sent in an outage found stored after it; "+
+		"%d store freezes (%v) holding %d store calls, %d requests refused with 503 (%d publishes as overloaded outside an outage), %d store calls failed or late outside a freeze, %d acks sent in an outage found stored after it; "+
 		"%d refused publishes, of which %d found stored and %d found not stored; %d stored messages fetched only after a reconnect",
 		s.checks.Load(), s.actions.Load(), s.published.Load(), s.duplicates.Load(), s.frames.Load(), s.redeliveries.Load(),
 		s.takeovers.Load(), s.restarts.Load(), s.redeliveredAfterAck.Load(), s.flushRaces.Load(),
-		s.freezes.Load(), time.Duration(s.frozenNS.Load()).Round(time.Millisecond), s.held.Load(), s.refused.Load(), s.unplanned.Load(), s.outageAcks.Load(),
+		s.freezes.Load(), time.Duration(s.frozenNS.Load()).Round(time.Millisecond), s.held.Load(), s.refused.Load(), s.overloaded.Load(), s.unplanned.Load(), s.outageAcks.Load(),
 		s.limbo.Load(), s.limboStored.Load(), s.limboAbsent.Load(), s.quiet.Load()) + failed
 }
 

@@ -77,8 +77,10 @@ func (f *Freezer) Wrap(st tether.Store) tether.Store {
 func (f *Freezer) Held() int64 { return f.held.Load() }
 
 // Failures returns how many calls failed for want of an answer (a
-// deadline passed, or the store answered unavailable), frozen or not;
-// calls cancelled (the hub closing, a client gone) are not counted.
+// deadline passed, or the store answered unavailable), frozen or not, and
+// how many answered only after their deadline (the hub's health check
+// takes such an answer for a store that is down); calls cancelled (the
+// hub closing, a client gone) are not counted.
 func (f *Freezer) Failures() int64 { return f.failures.Load() }
 
 // Unplanned returns how many of the Failures no freeze held: the store
@@ -90,11 +92,12 @@ func (f *Freezer) Unplanned() int64 { return f.unplanned.Load() }
 func (f *Freezer) LastFailure() time.Time { return time.Unix(0, f.lastFail.Load()) }
 
 // hold runs call on f's store, holding it while f is frozen, and counts
-// the calls that fail for want of an answer (not those cancelled: the
-// hub closing, a client gone).
+// the calls that fail for want of an answer or answer late (not those
+// cancelled: the hub closing, a client gone).
 func hold[T any](f *Freezer, ctx context.Context, op string, call func(tether.Store) (T, error)) (T, error) {
 	v, held, err := f.run(ctx, op, func(s tether.Store) (any, error) { return call(s) })
-	if err != nil && !errors.Is(err, context.Canceled) &&
+	late := err == nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
+	if late || err != nil && !errors.Is(err, context.Canceled) &&
 		(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, tether.ErrUnavailable)) {
 		f.lastFail.Store(time.Now().UnixNano())
 		f.failures.Add(1)
