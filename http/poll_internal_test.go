@@ -80,3 +80,63 @@ func TestPollerReadsPastItsShare(t *testing.T) {
 		}
 	}
 }
+
+// TestRearmReportsPendingData pins what readAll's stop at a short read
+// relies on: bytes that arrive while a one-shot registration is disarmed
+// (after the poller's last read, before it re-arms the socket) are
+// reported as soon as EPOLL_CTL_MOD re-arms it, with no later arrival.
+func TestRearmReportsPendingData(t *testing.T) {
+	fc, client := fdPair(t)
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(epfd)
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(fc.fd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fc.fd, &ev); err != nil {
+		t.Fatal(err)
+	}
+	reported := func(ms int) bool {
+		evs := make([]unix.EpollEvent, 1)
+		for {
+			n, err := unix.EpollWait(epfd, evs, ms)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n == 1
+		}
+	}
+	if _, err := client.Write([]byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	if !reported(5000) {
+		t.Fatal("the first byte was not reported")
+	}
+	buf := make([]byte, 64)
+	if n, err := unix.Read(fc.fd, buf); n != 1 || err != nil {
+		t.Fatalf("read %d, %v; want the one byte", n, err)
+	}
+	if _, err := client.Write([]byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if n, _ := unix.IoctlGetInt(fc.fd, unix.SIOCINQ); n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second byte did not reach the socket")
+		}
+	}
+	if reported(50) {
+		t.Fatal("reported while disarmed")
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_MOD, fc.fd, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if !reported(1000) {
+		t.Fatal("the byte that arrived while the socket was disarmed was not reported when it was re-armed")
+	}
+}
