@@ -167,14 +167,16 @@ func decodeSource(b []byte) (source, error) {
 	if b == nil {
 		return source{}, nil
 	}
-	bad := fmt.Errorf("source record: %w", errCorrupt)
+	// The error is made only on failure: this runs for every source a
+	// commit touches.
+	bad := func() error { return fmt.Errorf("source record: %w", errCorrupt) }
 	if len(b) < 9 {
-		return source{}, bad
+		return source{}, bad()
 	}
 	d := uvarints(b[8:])
 	r := source{last: binary.BigEndian.Uint64(b), members: int(d.next()), trimmed: d.next()}
 	if d.bad {
-		return source{}, bad
+		return source{}, bad()
 	}
 	if len(d.rest) == 0 {
 		return r, nil
@@ -182,14 +184,14 @@ func decodeSource(b []byte) (source, error) {
 	r.live, r.oldest = d.next(), d.next()
 	holes := d.next()
 	if d.bad || holes > maxHoles {
-		return source{}, bad
+		return source{}, bad()
 	}
 	for range holes {
 		from := d.next()
 		r.holes = append(r.holes, run{from: from, to: from + d.next()})
 	}
 	if d.bad || len(d.rest) != 0 {
-		return source{}, bad
+		return source{}, bad()
 	}
 	return r, nil
 }

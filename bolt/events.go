@@ -100,10 +100,10 @@ func encodeEvents(evs []tether.LogEvent) []byte {
 // decodeEvents decodes record seq, setting the events' IDs.
 func decodeEvents(seq uint64, v []byte) ([]tether.LogEvent, error) {
 	var evs []tether.LogEvent
-	bad := fmt.Errorf("event record %d: %w", seq, errCorrupt)
+	bad := func() error { return fmt.Errorf("event record %d: %w", seq, errCorrupt) }
 	for len(v) > 0 {
 		if int(v[0]) >= len(eventTypes) {
-			return nil, bad
+			return nil, bad()
 		}
 		e := tether.LogEvent{ID: eventID(seq, len(evs)), Type: eventTypes[v[0]]}
 		v = v[1:]
@@ -111,7 +111,7 @@ func decodeEvents(seq uint64, v []byte) ([]tether.LogEvent, error) {
 		for i := range n {
 			x, w := binary.Varint(v)
 			if w <= 0 {
-				return nil, bad
+				return nil, bad()
 			}
 			n[i], v = x, v[w:]
 		}
@@ -119,7 +119,7 @@ func decodeEvents(seq uint64, v []byte) ([]tether.LogEvent, error) {
 		for _, dst := range []*string{&e.Message, &e.Target, &e.Device, &e.Node} {
 			l, w := binary.Uvarint(v)
 			if w <= 0 || uint64(len(v)-w) < l {
-				return nil, bad
+				return nil, bad()
 			}
 			*dst, v = string(v[w:w+int(l)]), v[w+int(l):]
 		}
