@@ -191,16 +191,19 @@ func (s *Store) Commit(ctx context.Context, changes []tether.Change) ([]tether.C
 	err := s.update(ctx, "commit", func(tx *bolt.Tx) error {
 		out = make([]tether.Committed, len(changes))
 		b := bucketsOf(tx)
-		var events []tether.LogEvent
+		// The changes' events are copied once into a slice of the right
+		// size (slices.Concat): appending them change after change regrew
+		// it, 2 % of the node's CPU, on the writer's path, in the groups
+		// run at half rate.
+		parts := make([][]tether.LogEvent, len(changes))
 		for i, ch := range changes {
 			c, evs, err := b.commit(ch)
 			if err != nil {
 				return err
 			}
-			out[i] = c
-			events = append(events, evs...)
+			out[i], parts[i] = c, evs
 		}
-		_, err := putEvents(tx, events)
+		_, err := putEvents(tx, slices.Concat(parts...))
 		return err
 	})
 	if err != nil {
