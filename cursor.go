@@ -496,6 +496,9 @@ func ApplyMarks(cs []Cursor, device string, marks []Mark, at time.Time) ([]Curso
 			attempts := max(m.Attempts, c.Attempts(m.Seq)) // attempts only grow
 			if c.Settle(m.Seq, m.State, attempts, at) {
 				out.count(m.State)
+				if out.Settled == nil { // sized once: this runs on the store's writer
+					out.Settled = make([]Mark, 0, len(marks))
+				}
 				out.Settled = append(out.Settled, Mark{Source: m.Source, Seq: m.Seq, State: m.State, Attempts: attempts, Message: m.Message})
 			}
 		default:
