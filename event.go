@@ -48,9 +48,10 @@ func (e *LogEvent) IsDelivery() bool {
 	return false
 }
 
-// logEventJSON is the wire form of a LogEvent (SPEC section 11): delivery
-// events carry message, target, device and attempts; presence events
-// device, node and (offline) code.
+// logEventJSON is the wire form of a LogEvent (SPEC section 11), as
+// UnmarshalJSON reads it and AppendJSON writes it: delivery events carry
+// message, target, device and attempts; presence events device, node and
+// (offline) code.
 type logEventJSON struct {
 	ID       string    `json:"id"`
 	Type     EventType `json:"type"`
@@ -67,18 +68,9 @@ type logEventJSON struct {
 // RFC 3339 in UTC with milliseconds.
 const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
 
-// MarshalJSON writes e as the event log's JSON object.
+// MarshalJSON writes e as the event log's JSON object (AppendJSON).
 func (e LogEvent) MarshalJSON() ([]byte, error) {
-	w := logEventJSON{ID: e.ID, Type: e.Type, At: e.At.UTC().Format(TimeFormat), Device: e.Device}
-	if e.IsDelivery() {
-		w.Message, w.Target, w.Attempts = e.Message, e.Target, &e.Attempts
-	} else {
-		w.Node = e.Node
-		if e.Type == EventOffline {
-			w.Code = &e.Code
-		}
-	}
-	return json.Marshal(w)
+	return e.AppendJSON(nil, true), nil
 }
 
 // UnmarshalJSON reads the event log's JSON object.

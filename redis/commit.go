@@ -177,10 +177,7 @@ func (s *Store) casCall(device, old string, fn func([]tether.Cursor) ([]tether.C
 	}
 	lines, n := "", "0"
 	if len(events) > 0 {
-		if lines, err = encodeEvents(events); err != nil {
-			return unit{}, "", false, fmt.Errorf("redis events of %s: %w", device, err)
-		}
-		n = strconv.Itoa(len(events))
+		lines, n = encodeEvents(events), strconv.Itoa(len(events))
 	}
 	keys := []string{s.k.cursors(device)}
 	args := []string{old, blob, lines, n}

@@ -1,7 +1,6 @@
 package redis
 
 import (
-	"bytes"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -62,11 +61,7 @@ func (s *Store) Append(ctx context.Context, events []tether.LogEvent) error {
 	if len(events) == 0 {
 		return nil
 	}
-	lines, err := encodeEvents(events)
-	if err != nil {
-		return fmt.Errorf("redis append events: %w", err)
-	}
-	key, n := s.k.eventLog().log, strconv.Itoa(len(events))
+	lines, key, n := encodeEvents(events), s.k.eventLog().log, strconv.Itoa(len(events))
 	res, err := s.roundTrip(ctx, "append events", []call{plainCall(func(b rueidis.Builder) rueidis.Completed {
 		return b.Xadd().Key(key).Id("*").FieldValue().FieldValue("n", n).FieldValue("e", lines).Build()
 	})})
@@ -237,29 +232,17 @@ func parseStreamID(id string) (ms, seq uint64, ok bool) {
 	return ms, seq, found && err1 == nil && err2 == nil
 }
 
-// noID starts the JSON of an event whose ID is not set: entries leave it
-// out (the ID is their own).
-var noID = []byte(`{"id":"",`)
-
-// encodeEvents returns the JSON lines of events, without their IDs.
-func encodeEvents(events []tether.LogEvent) (string, error) {
-	var b bytes.Buffer
-	for i, e := range events {
-		e.ID = ""
-		j, err := json.Marshal(e)
-		if err != nil {
-			return "", err
-		}
+// encodeEvents returns the JSON lines of events, without their IDs (an
+// entry's events take their IDs from it).
+func encodeEvents(events []tether.LogEvent) string {
+	b := make([]byte, 0, 160*len(events))
+	for i := range events {
 		if i > 0 {
-			b.WriteByte('\n')
+			b = append(b, '\n')
 		}
-		if rest, ok := bytes.CutPrefix(j, noID); ok {
-			b.WriteByte('{')
-			j = rest
-		}
-		b.Write(j)
+		b = events[i].AppendJSON(b, false)
 	}
-	return b.String(), nil
+	return string(b)
 }
 
 // decodeEvents appends to out the events of entry ms-seq, whose fields
