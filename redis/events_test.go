@@ -132,6 +132,65 @@ func TestCommitEvents(t *testing.T) {
 	}
 }
 
+// TestCommitEventsSplitBySize: a Commit whose devices settle more events
+// than one script call should carry (maxCallBytes of arguments) is split
+// into several calls, each appending its own stream entry, so that no one
+// call holds Redis for long; every event is in the log exactly once.
+func TestCommitEventsSplitBySize(t *testing.T) {
+	e := newEventsEnv(t)
+	const devices, each = 12, 1000 // 12,000 acks: about 1.5 MB of event lines
+	at := time.Now()
+	var changes []tether.Change
+	want := map[string]bool{}
+	for d := range devices {
+		target := tether.DeviceTarget(fmt.Sprintf("big-%d", d))
+		msgs := make([]*tether.Message, each)
+		for i := range msgs {
+			e.n++
+			msgs[i] = &tether.Message{ID: fmt.Sprintf("01JS%08d", e.n), Target: target, Data: json.RawMessage(`{}`),
+				PublishedAt: at, ExpiresAt: at.Add(time.Hour)}
+			want[msgs[i].ID] = true
+		}
+		res, err := e.s.Publish(e.ctx, msgs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := tether.Change{Device: target.ID, At: at}
+		for _, r := range res {
+			ch.Marks = append(ch.Marks, tether.Mark{Source: target, Seq: r.Seq, State: tether.StateAcked, Attempts: 1})
+		}
+		changes = append(changes, ch)
+	}
+	for i, c := range e.commit(e.s, changes...) {
+		if c.Acked != each {
+			t.Fatalf("device %d: %d acked, want %d", i, c.Acked, each)
+		}
+	}
+	if n := mustAtoi(t, e.srv.MustDo("XLEN", "ev:{e}:log")); n < 2 || n >= devices {
+		t.Errorf("the commit appended %d stream entries, want 2 to %d (split by size, not per device)", n, devices-1)
+	}
+	after := ""
+	for {
+		evs, err := e.s.Events(e.ctx, after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) == 0 {
+			break
+		}
+		for _, ev := range evs {
+			if !want[ev.Message] {
+				t.Fatalf("event %s: message %s not acked, or reported twice", ev.ID, ev.Message)
+			}
+			delete(want, ev.Message)
+		}
+		after = evs[len(evs)-1].ID
+	}
+	if len(want) > 0 {
+		t.Errorf("%d acks have no event", len(want))
+	}
+}
+
 func mustAtoi(t *testing.T, s string) int {
 	t.Helper()
 	var n int

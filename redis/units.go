@@ -38,6 +38,15 @@ var preludeLua string
 // clients wait for it (1,024 units of cas take about 2 ms).
 const maxUnits = 1024
 
+// maxCallBytes bounds the arguments of one call as maxUnits bounds its
+// units (a call may pass it by its last unit): what a unit carries grows
+// with its work, the events of every ack a Commit settles for its device.
+// A Commit made after the hub's commit loop had fallen behind carried the
+// events of three seconds of acks of 1,000 devices, about 25 MB, and its
+// XADD alone held Redis for 184 ms (docs/benchmarks.md); at 1 MiB a call
+// appends about 6,000 events.
+const maxCallBytes = 1 << 20
+
 // newUnitScript returns the script made of a unit body, its prelude and
 // its wrapper.
 func newUnitScript(body string) *script {
@@ -53,7 +62,8 @@ type unit struct {
 
 // runUnits runs units in one round trip and returns the answer of each.
 // Units of one script are packed into as few calls as s allows: one per
-// unit on a cluster, up to maxUnits per call on a single instance.
+// unit on a cluster, up to maxUnits (and about maxCallBytes of arguments)
+// per call on a single instance.
 func (s *Store) runUnits(ctx context.Context, op string, units []unit) ([]rueidis.RedisMessage, error) {
 	per := maxUnits
 	if s.cluster {
@@ -71,7 +81,7 @@ func (s *Store) runUnits(ctx context.Context, op string, units []unit) ([]rueidi
 	var packs [][]int // the units of each call
 	for _, sc := range order {
 		for idx := byScript[sc]; len(idx) > 0; {
-			n := min(per, len(idx))
+			n := packSize(units, idx, per)
 			calls, packs = append(calls, pack(sc, units, idx[:n])), append(packs, idx[:n])
 			idx = idx[n:]
 		}
@@ -91,6 +101,22 @@ func (s *Store) runUnits(ctx context.Context, op string, units []unit) ([]rueidi
 		}
 	}
 	return out, nil
+}
+
+// packSize returns how many of units[idx...] the next call carries: at
+// least one, at most per, and no more once their arguments reach
+// maxCallBytes.
+func packSize(units []unit, idx []int, per int) int {
+	size := 0
+	for n, i := range idx {
+		if n == per || (n > 0 && size >= maxCallBytes) {
+			return n
+		}
+		for _, a := range units[i].args {
+			size += len(a)
+		}
+	}
+	return len(idx)
 }
 
 // pack returns the call of script sc for units[idx...].
