@@ -163,20 +163,21 @@ func (r source) encode() []byte {
 	return b
 }
 
+// errBadSource reports a source record that cannot be decoded; made once,
+// as decodeSource runs for every source a commit touches.
+var errBadSource = fmt.Errorf("source record: %w", errCorrupt)
+
 func decodeSource(b []byte) (source, error) {
 	if b == nil {
 		return source{}, nil
 	}
-	// The error is made only on failure: this runs for every source a
-	// commit touches.
-	bad := func() error { return fmt.Errorf("source record: %w", errCorrupt) }
 	if len(b) < 9 {
-		return source{}, bad()
+		return source{}, errBadSource
 	}
 	d := uvarints(b[8:])
 	r := source{last: binary.BigEndian.Uint64(b), members: int(d.next()), trimmed: d.next()}
 	if d.bad {
-		return source{}, bad()
+		return source{}, errBadSource
 	}
 	if len(d.rest) == 0 {
 		return r, nil
@@ -184,14 +185,14 @@ func decodeSource(b []byte) (source, error) {
 	r.live, r.oldest = d.next(), d.next()
 	holes := d.next()
 	if d.bad || holes > maxHoles {
-		return source{}, bad()
+		return source{}, errBadSource
 	}
 	for range holes {
 		from := d.next()
 		r.holes = append(r.holes, run{from: from, to: from + d.next()})
 	}
 	if d.bad || len(d.rest) != 0 {
-		return source{}, bad()
+		return source{}, errBadSource
 	}
 	return r, nil
 }

@@ -224,13 +224,7 @@ func BenchmarkDirect(b *testing.B) {
 // say little here; the CPU per delivery is the figure.
 func BenchmarkDirectCluster(b *testing.B) {
 	c := redistest.StartCluster(b, "--appendonly", "yes", "--appendfsync", "everysec")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := redis.Open(ctx, redis.Options{Addrs: c.Addrs(), Prefix: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := MustOpen(b, redis.Options{Addrs: c.Addrs(), Prefix: "bench"})
 	shards := c.Primaries(b)
 	before := make([]redisCPU, len(shards))
 	for i, srv := range shards {

@@ -97,8 +97,9 @@ func (f *Freezer) LastFailure() time.Time { return time.Unix(0, f.lastFail.Load(
 func hold[T any](f *Freezer, ctx context.Context, op string, call func(tether.Store) (T, error)) (T, error) {
 	v, held, err := f.run(ctx, op, func(s tether.Store) (any, error) { return call(s) })
 	late := err == nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
-	if late || err != nil && !errors.Is(err, context.Canceled) &&
-		(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, tether.ErrUnavailable)) {
+	failed := err != nil && !errors.Is(err, context.Canceled) &&
+		(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, tether.ErrUnavailable))
+	if late || failed {
 		f.lastFail.Store(time.Now().UnixNano())
 		f.failures.Add(1)
 		if !held {
