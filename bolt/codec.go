@@ -76,11 +76,13 @@ type buckets struct {
 }
 
 func bucketsOf(tx *bolt.Tx) buckets {
-	return buckets{
+	b := buckets{
 		log: tx.Bucket(bucketLog), src: tx.Bucket(bucketSrc), ids: tx.Bucket(bucketIDs),
 		exp: tx.Bucket(bucketExp), gc: tx.Bucket(bucketGC), idem: tx.Bucket(bucketIdem),
 		cur: tx.Bucket(bucketCur), hist: tx.Bucket(bucketHist), mem: tx.Bucket(bucketMem),
 	}
+	b.ids.FillPercent, b.exp.FillPercent = appendFill, appendFill
+	return b
 }
 
 // pairKey returns a 0x00 b.
@@ -364,3 +366,8 @@ func (b buckets) history(device string, source tether.Target, seq uint64) (tethe
 	}
 	return r, true, nil
 }
+
+// appendFill is how full bbolt fills a page it splits, in the buckets
+// whose keys mostly grow with time (ids, exp, ev): near full, since what
+// is split off the last page is never written again.
+const appendFill = 0.95

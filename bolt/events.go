@@ -51,6 +51,7 @@ func parseEventID(id string) (seq uint64, i int, err error) {
 // sequence of the first (its IDs follow from it: eventID).
 func putEvents(tx *bolt.Tx, events []tether.LogEvent) (uint64, error) {
 	ev := tx.Bucket(bucketEvents)
+	ev.FillPercent = appendFill
 	first := uint64(0)
 	for len(events) > 0 {
 		batch := events[:min(len(events), maxBatchEvents)]
