@@ -2,11 +2,15 @@ package bolt
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/tetherpush/tether"
+	bolt "go.etcd.io/bbolt"
 )
 
 func TestSourceAndEntryRoundTrip(t *testing.T) {
@@ -155,5 +159,37 @@ func TestEventsCodec(t *testing.T) {
 		if _, err := decodeEvents(7, rec[:n]); err == nil && n != len(encodeEvents(evs[:1])) {
 			t.Errorf("a record cut at %d of %d bytes decoded", n, len(rec))
 		}
+	}
+}
+
+// TestTimeOrderedBucketsFillPages: messages published in id order leave
+// the pages of ids and exp nearly full (bbolt's default split leaves them
+// half empty, which doubles the pages a publish writes and the file).
+func TestTimeOrderedBucketsFillPages(t *testing.T) {
+	s := mustOpen(t, Options{})
+	data := []byte(`{"text":"` + strings.Repeat("x", 280) + `"}`)
+	for i := range 200 {
+		msgs := make([]*tether.Message, 100)
+		for j := range msgs {
+			k := i*100 + j
+			msgs[j] = testMessage(k, fmt.Sprintf("d%d", k%1000))
+			msgs[j].Data = data
+		}
+		if _, err := s.Publish(context.Background(), msgs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketIDs, bucketExp} {
+			st := tx.Bucket(name).Stats()
+			fill := float64(st.LeafInuse) / float64(st.LeafPageN*s.db.Info().PageSize)
+			if fill < 0.85 {
+				t.Errorf("bucket %s: %d leaf pages %.0f %% full, want at least 85 %%", name, st.LeafPageN, 100*fill)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
