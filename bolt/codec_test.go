@@ -193,3 +193,12 @@ func TestTimeOrderedBucketsFillPages(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// encodeEvents returns the record of evs (appendEvent).
+func encodeEvents(evs []tether.LogEvent) []byte {
+	var b []byte
+	for i := range evs {
+		b = appendEvent(b, &evs[i])
+	}
+	return b
+}

@@ -203,8 +203,7 @@ func (s *Store) Commit(ctx context.Context, changes []tether.Change) ([]tether.C
 			}
 			out[i], parts[i] = c, evs
 		}
-		_, err := putEvents(tx, slices.Concat(parts...))
-		return err
+		return putEvents(tx, slices.Concat(parts...), nil)
 	})
 	if err != nil {
 		return nil, err

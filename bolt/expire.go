@@ -41,8 +41,7 @@ func (s *Store) Expire(ctx context.Context, now, purgeBefore time.Time, limit in
 		if err != nil {
 			return err
 		}
-		_, err = putEvents(tx, e.events)
-		return err
+		return putEvents(tx, e.events, nil)
 	})
 	if err != nil {
 		return 0, false, err
@@ -137,8 +136,7 @@ func (s *Store) Cancel(ctx context.Context, id string, at time.Time, sent map[st
 		if err := e.flush(); err != nil {
 			return err
 		}
-		_, err = putEvents(tx, e.events)
-		return err
+		return putEvents(tx, e.events, nil)
 	})
 	if err != nil {
 		return nil, err

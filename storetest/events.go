@@ -37,6 +37,7 @@ func RunEvents(t *testing.T, open func(t *testing.T) tether.EventStore) {
 		{"AppendConcurrent", testAppendConcurrent},
 		{"Fields", testEventFields},
 		{"Cursor", testEventsCursor},
+		{"CursorLargeAppend", testEventsCursorLargeAppend},
 		{"Trim", testTrim},
 		{"TrimAll", testTrimAll},
 		{"LeaseTake", testLeaseTake},
@@ -297,6 +298,28 @@ func testEventsCursor(t *testing.T, e *eventEnv) {
 	e.checkEvents(evs[9].ID, 100, nil)
 	more := e.appendNow(10, 2)
 	e.checkEvents(evs[9].ID, 100, more)
+}
+
+// testEventsCursorLargeAppend: the events of one large call (a commit of
+// many acks) keep their order and read back whole through the cursor,
+// page after page, whatever records the store splits them into.
+func testEventsCursorLargeAppend(t *testing.T, e *eventEnv) {
+	evs := e.appendNow(0, 1000)
+	checkOrdered(t, "one Append of 1000", evs)
+	after, n := "", 0
+	for n < len(evs) {
+		got := e.events(after, 37)
+		if len(got) == 0 {
+			t.Fatalf("Events(%q, 37) empty after %d of %d events", after, n, len(evs))
+		}
+		for _, g := range got {
+			checkEvent(t, g, evs[n])
+			n++
+		}
+		after = got[len(got)-1].ID
+	}
+	e.checkEvents(evs[499].ID, 3, evs[500:503])
+	e.checkEvents(evs[len(evs)-1].ID, 100, nil)
 }
 
 func testTrim(t *testing.T, e *eventEnv) {
