@@ -64,6 +64,7 @@ func main() {
 	dirFlag := flag.String("dir", "", "parent directory of the databases (default: a temporary directory)")
 	directN := flag.Int("direct", 0, "instead: the direct workload of the delivery model with this many deliveries (direct.go)")
 	directBatch := flag.Int("direct-batch", 1600, "publishes a transaction in -direct")
+	fsync := flag.Bool("fsync", false, "instead: the cost of an fsync by the number of pages written before it (fsync.go)")
 	flag.Parse()
 	log.SetFlags(0)
 
@@ -73,6 +74,12 @@ func main() {
 	}
 	defer os.RemoveAll(parent)
 
+	if *fsync {
+		if err := fsyncPages(parent, 100); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if *directN > 0 {
 		if err := direct(parent, *directN, *directBatch, *runs); err != nil {
 			log.Fatal(err)
