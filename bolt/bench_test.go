@@ -3,6 +3,7 @@ package bolt
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -200,4 +201,30 @@ func BenchmarkGroupAcks(b *testing.B) {
 	st = st.Sub(&before)
 	b.ReportMetric(float64(st.TxStats.GetPageCount())/float64(b.N), "pages/delivery")
 	b.ReportMetric(float64(st.TxStats.GetWriteTime().Nanoseconds())/float64(b.N), "write-ns/delivery")
+}
+
+// BenchmarkPublishBody publishes one device message per call, from 16
+// writers, with bodies of several sizes, and reports the pages written
+// per message against the pages the bodies fill.
+func BenchmarkPublishBody(b *testing.B) {
+	for _, size := range []int{256, 1024, 2048, 4096, 16384} {
+		b.Run(fmt.Sprintf("bytes=%d", size), func(b *testing.B) {
+			s := mustOpen(b, Options{})
+			ctx := context.Background()
+			data := []byte(`"` + strings.Repeat("x", size-2) + `"`)
+			before := s.db.Stats()
+			benchWriters(b, s, 16, func(i int) error {
+				m := testMessage(i, fmt.Sprintf("d%d", i%16))
+				m.Data = data
+				ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				_, err := s.Publish(ctx, []*tether.Message{m})
+				return err
+			})
+			st := s.db.Stats()
+			st = st.Sub(&before)
+			b.ReportMetric(float64(st.TxStats.GetPageCount())/float64(b.N), "pages/msg")
+			b.ReportMetric(float64(size)/4096, "body-pages/msg")
+		})
+	}
 }
