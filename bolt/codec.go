@@ -369,5 +369,9 @@ func (b buckets) history(device string, source tether.Target, seq uint64) (tethe
 
 // appendFill is how full bbolt fills a page it splits, in the buckets
 // whose keys mostly grow with time (ids, exp, ev): near full, since what
-// is split off the last page is never written again.
+// is split off the last page is never written again. Message ids are
+// ULIDs the gateway assigns (tether.Message), so ids grows at its end;
+// keys put in random order would cost more at this fill (publishing
+// random 32-digit hex ids, 20 a transaction: 5.5 pages a message against
+// 4.7 at bbolt's default).
 const appendFill = 0.95
