@@ -10,8 +10,8 @@ import (
 // pass over the result. The event log is written at the rate of acks, and
 // a Redis store encodes each event on the hub's commit loop (through
 // encoding/json, 2.09 s of that loop's 3.30 s of CPU in 15 s of a Redis
-// groups run at 50,000 acks a second). With withID false the "id" member is left out, for stores whose
-// entries carry the IDs of their events.
+// groups run at 50,000 acks a second). With withID false the "id" member
+// is left out, for stores whose entries carry the IDs of their events.
 func (e *LogEvent) AppendJSON(b []byte, withID bool) []byte {
 	b = append(b, '{')
 	if withID {

@@ -53,41 +53,44 @@ func parseEventID(id string) (seq uint64, i int, err error) {
 	return s, int(n), nil
 }
 
-// putEvents appends events as records of bucket ev, each closed once it
-// reaches recordBytes (an event takes at least 8 bytes, so a record holds
-// at most 64 and an ID's index fits its six hex digits), and sets ids[i]
-// to event i's ID when ids is not nil.
-func putEvents(tx *bolt.Tx, events []tether.LogEvent, ids []string) error {
+// putEvents appends the events of parts, in order, as records of bucket
+// ev, each closed once it reaches recordBytes (an event takes at least 8
+// bytes, so a record holds at most 64 and an ID's index fits its six hex
+// digits), and sets ids[i] to the ID of the i-th event when ids is not
+// nil. A Commit passes each change's events as a part, uncopied.
+func putEvents(tx *bolt.Tx, ids []string, parts ...[]tether.LogEvent) error {
 	ev := tx.Bucket(bucketEvents)
 	ev.FillPercent = appendFill
-	// All the records are encoded into one buffer first: bbolt keeps the
-	// value slices it is given until the transaction ends.
-	type record struct{ events, bytes int } // where a record ends
-	var (
-		buf     = make([]byte, 0, 64*len(events))
-		records []record
-		start   int
-	)
-	for i := range events {
-		buf = appendEvent(buf, &events[i])
-		if len(buf)-start >= recordBytes || i+1 == len(events) {
-			records = append(records, record{i + 1, len(buf)})
-			start = len(buf)
-		}
+	total := 0
+	for _, p := range parts {
+		total += len(p)
 	}
-	prev := record{}
-	for _, r := range records {
-		seq, err := ev.NextSequence()
-		if err != nil {
-			return err
+	// bbolt keeps the value slices it is given until the transaction
+	// ends; appending after a record never changes its bytes (a full
+	// buffer is copied to a new array, the old one is left as it was).
+	buf := make([]byte, 0, 64*total)
+	// The open record starts at buf[start] and holds n events, the first
+	// of which is the first-th of all.
+	start, n, first := 0, 0, 0
+	for _, p := range parts {
+		for i := range p {
+			buf = appendEvent(buf, &p[i])
+			n++
+			if len(buf)-start < recordBytes && first+n < total {
+				continue
+			}
+			seq, err := ev.NextSequence()
+			if err != nil {
+				return err
+			}
+			if err := ev.Put(binary.BigEndian.AppendUint64(nil, seq), buf[start:len(buf):len(buf)]); err != nil {
+				return err
+			}
+			for k := 0; ids != nil && k < n; k++ {
+				ids[first+k] = eventID(seq, k)
+			}
+			start, first, n = len(buf), first+n, 0
 		}
-		if err := ev.Put(binary.BigEndian.AppendUint64(nil, seq), buf[prev.bytes:r.bytes]); err != nil {
-			return err
-		}
-		for i := prev.events; ids != nil && i < r.events; i++ {
-			ids[i] = eventID(seq, i-prev.events)
-		}
-		prev = r
 	}
 	return nil
 }
@@ -154,7 +157,7 @@ func (s *Store) Append(ctx context.Context, events []tether.LogEvent) error {
 	}
 	ids := make([]string, len(events))
 	err := s.update(ctx, "append events", func(tx *bolt.Tx) error {
-		return putEvents(tx, events, ids)
+		return putEvents(tx, ids, events)
 	})
 	if err != nil {
 		return err

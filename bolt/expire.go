@@ -41,7 +41,7 @@ func (s *Store) Expire(ctx context.Context, now, purgeBefore time.Time, limit in
 		if err != nil {
 			return err
 		}
-		return putEvents(tx, e.events, nil)
+		return putEvents(tx, nil, e.events)
 	})
 	if err != nil {
 		return 0, false, err
@@ -136,7 +136,7 @@ func (s *Store) Cancel(ctx context.Context, id string, at time.Time, sent map[st
 		if err := e.flush(); err != nil {
 			return err
 		}
-		return putEvents(tx, e.events, nil)
+		return putEvents(tx, nil, e.events)
 	})
 	if err != nil {
 		return nil, err
