@@ -379,10 +379,11 @@ func (c *conn) endWith(sess *hub.Session, err error) {
 }
 
 // awaitHandoff waits, within closeFrameTimeout, for a write in progress
-// (holding the write lock) to end, so that a close frame Close handed off to it goes out before the
-// reader closes the socket: the reader's deadline can fire just as Close
-// sets closing, before Close extends it by closeGrace. The poller never
-// waits: it closes a socket only after the grace, or once the peer is gone.
+// (the write lock's holder) to end, so that a close frame Close handed
+// off to it goes out before the reader closes the socket: the reader's
+// deadline can fire just as Close sets closing, before Close extends it
+// by closeGrace. The poller never waits: it closes a socket only after
+// the grace, or once the peer is gone.
 func (c *conn) awaitHandoff() {
 	if !c.polled() && c.lock(time.Now().Add(closeFrameTimeout)) {
 		c.unlock()

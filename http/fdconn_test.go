@@ -16,26 +16,34 @@ import (
 // TCP connection.
 func fdPair(t *testing.T) (*fdConn, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc, client := tcpPair(t)
 	fc, err := detach(sc)
 	if err != nil {
 		t.Fatalf("detach: %v", err)
 	}
 	t.Cleanup(func() { fc.Close() })
 	return fc, client
+}
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (server, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	return server, client
 }
 
 // TestFdConnReadWrite: bytes go both ways, a read waits for data, and the
