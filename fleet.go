@@ -65,6 +65,11 @@ const (
 	EventWake EventKind = "wake"
 	// EventLog: the log of Group has entries up to Seq; sent to every node.
 	EventLog EventKind = "log"
+	// EventReread: the log of Group may hold entries no EventLog announced
+	// (a publish that failed after the store had kept its message); the
+	// nodes that read it read it to its end. Sent to every node; a node
+	// that does not know the kind ignores it.
+	EventReread EventKind = "reread"
 	// EventMembership: Device joined or left a group; its session loads
 	// its cursors again.
 	EventMembership EventKind = "membership"

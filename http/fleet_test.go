@@ -21,19 +21,52 @@ import (
 // admin listener.
 func mustOpenFleetNode(tb testing.TB, url string, cluster bool, id string, edit func(*hub.Config)) *nodetest.Node {
 	tb.Helper()
+	return openFleetNodeBehind(tb, url, cluster, id, edit, nil)
+}
+
+// openFleetNodeBehind is mustOpenFleetNode with the node's store behind
+// wrap (a Freezer; nil: none). The fleet itself is not behind it.
+func openFleetNodeBehind(tb testing.TB, url string, cluster bool, id string, edit func(*hub.Config), wrap func(tether.Store) tether.Store) *nodetest.Node {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := redis.Open(ctx, redis.Options{URL: url, Cluster: cluster})
 	if err != nil {
 		tb.Fatalf("open redis store: %v", err)
 	}
-	return nodetest.MustOpen(tb, nodetest.Options{Store: st, IO: *ioMode, Edit: func(h *hub.Config, c *tetherhttp.Config) {
+	return nodetest.MustOpen(tb, nodetest.Options{Store: st, IO: *ioMode, Wrap: wrap, Edit: func(h *hub.Config, c *tetherhttp.Config) {
 		h.Node, h.Heartbeat, h.Fleet, h.Logger = id, 300*time.Millisecond, st.Fleet(), testLogger(tb)
 		c.AdminListen, c.Registerer = "-", nil
 		if edit != nil {
 			edit(h)
 		}
 	}})
+}
+
+// TestFleetStoredDespite503: a publish on node A answered 503 although the
+// store kept its message (the answer came too late), and never retried,
+// reaches the device connected to node B once A's store answers again,
+// for a device target and a group target.
+func TestFleetStoredDespite503(t *testing.T) {
+	r := redistest.Start(t)
+	fz := &nodetest.Freezer{}
+	a := openFleetNodeBehind(t, r.URL(), false, "node-a", func(h *hub.Config) { h.StoreTimeout = 300 * time.Millisecond }, fz.Wrap)
+	t.Cleanup(fz.Unfreeze) // runs first: the node closes on a thawed store
+	b := mustOpenFleetNode(t, r.URL(), false, "node-b", nil)
+	d := b.Dial(t, nodetest.MustToken(t, "pos-1", "shop-1"))
+	d.MustNext("welcome")
+	for _, target := range []string{"device:pos-1", "group:shop-1"} {
+		fz.Freeze(true) // answers lost: the store keeps the message
+		if code := a.API(t, "POST", "/v1/messages", map[string]any{"target": target, "data": target}, nil); code != 503 {
+			t.Fatalf("publish to %s on node A while its store's answers are lost: %d, want 503", target, code)
+		}
+		fz.Unfreeze()
+		f, err := d.Next(5 * time.Second)
+		if err != nil || f.Type != "message" || f.Target != target {
+			t.Fatalf("device on node B got %+v, %v within 5 s of node A's store answering again, want the message to %s", f, err, target)
+		}
+		d.Ack(f.ID)
+	}
 }
 
 func TestFleetCrossNodeRouting(t *testing.T) {

@@ -106,3 +106,26 @@ func TestDuplicatePublishWakesRecipient(t *testing.T) {
 		t.Fatalf("online device d0 got %+v, %v within 3 s of the 200 for %s (store: %s), want the message", f, err, out.ID, firstState(t, n, out.ID))
 	}
 }
+
+// TestStoredDespite503WakesRecipients: a publish answered 503 because the
+// store's answer was lost (the store kept the message) and never retried
+// reaches its online recipients once the store answers again, not only at
+// their next wake-up (another message, a reconnect).
+func TestStoredDespite503WakesRecipients(t *testing.T) {
+	for _, target := range []string{"device:d0", "group:g"} {
+		t.Run(target, func(t *testing.T) {
+			n, fs := openFrozenNode(t, 300*time.Millisecond)
+			d := n.Dial(t, nodetest.MustToken(t, "d0", "g"))
+			d.MustNext("welcome")
+			fs.Freeze(true) // answers lost: the store keeps the message
+			if code := n.API(t, "POST", "/v1/messages", map[string]any{"target": target, "data": 1}, nil); code != 503 {
+				t.Fatalf("publish while frozen: %d, want 503", code)
+			}
+			fs.Unfreeze()
+			f, err := d.Next(5 * time.Second)
+			if err != nil || f.Type != "message" {
+				t.Fatalf("online device d0 got %+v, %v within 5 s of the store's thaw, want the message stored despite its 503", f, err)
+			}
+		})
+	}
+}

@@ -181,6 +181,15 @@ func (f *feed) announce(seq uint64) {
 	f.wakeLocked()
 }
 
+// readToEnd has the feed read its log to the end: entries may have been
+// added that nobody announced.
+func (f *feed) readToEnd() {
+	f.mu.Lock()
+	seq := f.endLocked() + 1 // at least one more: read to the end
+	f.mu.Unlock()
+	f.announce(seq)
+}
+
 // wakeLocked unlocks f, starts a read when the feed is behind the log and
 // wakes the readers.
 func (f *feed) wakeLocked() {

@@ -156,11 +156,12 @@ func (fl *fleet) event(ev tether.Event) {
 		if s := h.session(ev.Device); s != nil {
 			s.announce()
 		}
-	case tether.EventLog:
-		h.mu.Lock()
-		f := h.feeds[ev.Group]
-		h.mu.Unlock()
-		if f != nil {
+	case tether.EventLog, tether.EventReread:
+		switch f := h.feed(ev.Group); {
+		case f == nil:
+		case ev.Kind == tether.EventReread:
+			f.readToEnd()
+		default:
 			f.announce(ev.Seq)
 		}
 	case tether.EventMembership:
@@ -172,6 +173,13 @@ func (fl *fleet) event(ev tether.Event) {
 			s.Close(wire.CloseReplaced)
 		}
 	}
+}
+
+// feed returns the feed of group here, or nil.
+func (h *Hub) feed(group string) *feed {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.feeds[group]
 }
 
 // session returns device's session here, or nil.
@@ -196,10 +204,7 @@ func (h *Hub) wakeAll() {
 		s.announce()
 	}
 	for _, f := range feeds {
-		f.mu.Lock()
-		seq := f.endLocked() + 1 // at least one more: read to the end
-		f.mu.Unlock()
-		f.announce(seq)
+		f.readToEnd()
 	}
 }
 

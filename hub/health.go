@@ -80,15 +80,18 @@ func (hl *health) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		hl.ping(ctx)
+		if hl.ping(ctx) {
+			hl.h.tellUnsure()
+		}
 		now := time.Now()
 		hl.measure(now)
 		hl.tidy.check(now, hl.h.Connections())
 	}
 }
 
-// ping checks the store within at most a second.
-func (hl *health) ping(ctx context.Context) {
+// ping checks the store within at most a second and reports whether it
+// answered.
+func (hl *health) ping(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, min(time.Second, hl.h.cfg.StoreTimeout))
 	defer cancel()
 	err := hl.h.store.Ping(ctx)
@@ -101,6 +104,7 @@ func (hl *health) ping(ctx context.Context) {
 		if hl.storeErr.Swap(nil) != nil {
 			hl.h.log.Info("the store answers again")
 		}
+		return true
 	case hl.h.ctx.Err() != nil:
 	default:
 		err = fmt.Errorf("store does not answer: %w", err)
@@ -109,6 +113,7 @@ func (hl *health) ping(ctx context.Context) {
 			hl.h.log.Warn("the store does not answer: publishes and connects are refused with 503 until it does", "err", err)
 		}
 	}
+	return false
 }
 
 // measure computes the lag at now and updates the overloaded state.

@@ -123,6 +123,7 @@ type Hub struct {
 	reads  readLoop
 	commit commitLoop
 	health health
+	unsure unsure // publishes that may have been stored despite an error
 	events events
 	fleet  *fleet // nil for a single node
 	ids    ids

@@ -30,6 +30,7 @@ func (h *Hub) Publish(ctx context.Context, msgs []*tether.Message) ([]tether.Pub
 	res, err := h.store.Publish(ctx, msgs)
 	h.health.published(time.Since(start))
 	if err != nil {
+		h.maybeStored(msgs, err)
 		return nil, err
 	}
 	var remote []string
@@ -62,10 +63,7 @@ func (h *Hub) Publish(ctx context.Context, msgs []*tether.Message) ([]tether.Pub
 // offerGroup hands entry seq of group's log to its feed, if a session here
 // reads it.
 func (h *Hub) offerGroup(group string, seq uint64, m *tether.Message) {
-	h.mu.Lock()
-	f := h.feeds[group]
-	h.mu.Unlock()
-	if f != nil {
+	if f := h.feed(group); f != nil {
 		f.offer(seq, m)
 	}
 }
