@@ -110,21 +110,32 @@ func TestDuplicatePublishWakesRecipient(t *testing.T) {
 // TestStoredDespite503WakesRecipients: a publish answered 503 because the
 // store's answer was lost (the store kept the message) and never retried
 // reaches its online recipients once the store answers again, not only at
-// their next wake-up (another message, a reconnect).
+// their next wake-up (another message, a reconnect). A first message,
+// delivered and acked, makes sure the session has loaded before the
+// freeze; one to the group itself anchors the group's feed on the node.
 func TestStoredDespite503WakesRecipients(t *testing.T) {
-	for _, target := range []string{"device:d0", "group:g"} {
-		t.Run(target, func(t *testing.T) {
+	for _, c := range []struct{ name, first, target string }{
+		{"device", "device:d0", "device:d0"},
+		{"group, feed not anchored", "device:d0", "group:g"},
+		{"group, feed anchored", "group:g", "group:g"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
 			n, fs := openFrozenNode(t, 300*time.Millisecond)
 			d := n.Dial(t, nodetest.MustToken(t, "d0", "g"))
 			d.MustNext("welcome")
+			id := n.Publish(t, c.first, 0)
+			if m := d.MustNext("message"); m.ID != id {
+				t.Fatalf("first message %s, want %s", m.ID, id)
+			}
+			d.Ack(id)
 			fs.Freeze(true) // answers lost: the store keeps the message
-			if code := n.API(t, "POST", "/v1/messages", map[string]any{"target": target, "data": 1}, nil); code != 503 {
+			if code := n.API(t, "POST", "/v1/messages", map[string]any{"target": c.target, "data": 1}, nil); code != 503 {
 				t.Fatalf("publish while frozen: %d, want 503", code)
 			}
 			fs.Unfreeze()
 			f, err := d.Next(5 * time.Second)
-			if err != nil || f.Type != "message" {
-				t.Fatalf("online device d0 got %+v, %v within 5 s of the store's thaw, want the message stored despite its 503", f, err)
+			if err != nil || f.Type != "message" || f.Target != c.target {
+				t.Fatalf("online device d0 got %+v, %v within 5 s of the store's thaw, want the message to %s stored despite its 503", f, err, c.target)
 			}
 		})
 	}

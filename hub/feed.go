@@ -182,9 +182,19 @@ func (f *feed) announce(seq uint64) {
 }
 
 // readToEnd has the feed read its log to the end: entries may have been
-// added that nobody announced.
+// added that nobody announced. A feed not anchored yet does not know where
+// its log ends (anchoring it at its start would read the whole log), so
+// its readers read the store themselves, each from its own position.
 func (f *feed) readToEnd() {
 	f.mu.Lock()
+	if !f.anchored {
+		readers := f.readersLocked()
+		f.mu.Unlock()
+		for _, s := range readers {
+			s.reread(f.group)
+		}
+		return
+	}
 	seq := f.endLocked() + 1 // at least one more: read to the end
 	f.mu.Unlock()
 	f.announce(seq)

@@ -322,6 +322,21 @@ func (s *Session) offer(seq uint64, msg *tether.Message) {
 // (published on another node).
 func (s *Session) announce() { s.offer(^uint64(0), nil) }
 
+// reread has the session read group's log from the store itself, from its
+// own position: the log may hold entries nobody announced, and the group's
+// feed does not know where the log ends.
+func (s *Session) reread(group string) {
+	s.mu.Lock()
+	for i := range s.d.readers {
+		if r := &s.d.readers[i]; r.source == tether.GroupTarget(group) {
+			r.behind = true
+			r.dirty = r.dirty || r.reading
+		}
+	}
+	s.mu.Unlock()
+	s.wake()
+}
+
 // sessionRead is one read a session needs: entries of its reader's log
 // after after.
 type sessionRead struct {
