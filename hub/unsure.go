@@ -14,7 +14,8 @@ import (
 // unsureAgain is how long after telling the recipients of unsure publishes
 // they are told once more: the store may apply a write whose caller stopped
 // waiting a little after it answers again (a bbolt transaction under way, a
-// pipeline held in a paused Redis server's socket).
+// pipeline held in a paused Redis server's socket). It is also the least
+// time between two tellings, however often publishes fail.
 const unsureAgain = time.Second
 
 // maxUnsure bounds the targets remembered; past it every session and feed
@@ -33,7 +34,8 @@ type unsure struct {
 	devices map[string]struct{}
 	groups  map[string]struct{}
 	all     bool      // more than maxUnsure targets
-	told    time.Time // when the targets were first told; zero: not yet
+	rounds  int       // tellings since the last target was added
+	last    time.Time // the last telling
 
 	sending atomic.Bool // the fleet is being told
 }
@@ -42,7 +44,7 @@ type unsure struct {
 func (u *unsure) add(targets ...tether.Target) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.told = time.Time{}
+	u.rounds = 0
 	for _, t := range targets {
 		if u.all || len(u.devices)+len(u.groups) >= maxUnsure {
 			u.all, u.devices, u.groups = true, nil, nil
@@ -61,22 +63,19 @@ func (u *unsure) add(targets ...tether.Target) {
 
 // due returns the targets to tell at now, when the store has just
 // answered, and forgets them once told twice; ok is false when there is
-// nothing to tell.
+// nothing to tell yet.
 func (u *unsure) due(now time.Time) (devices, groups []string, all, ok bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if !u.all && len(u.devices)+len(u.groups) == 0 {
+	if !u.all && len(u.devices)+len(u.groups) == 0 || now.Sub(u.last) < unsureAgain {
 		return nil, nil, false, false
 	}
-	switch {
-	case u.told.IsZero():
-		u.told = now
-	case now.Sub(u.told) < unsureAgain:
-		return nil, nil, false, false
-	default:
-		defer func() { u.devices, u.groups, u.all, u.told = nil, nil, false, time.Time{} }()
+	devices, groups, all = slices.Collect(maps.Keys(u.devices)), slices.Collect(maps.Keys(u.groups)), u.all
+	u.last, u.rounds = now, u.rounds+1
+	if u.rounds == 2 {
+		u.devices, u.groups, u.all, u.rounds = nil, nil, false, 0
 	}
-	return slices.Collect(maps.Keys(u.devices)), slices.Collect(maps.Keys(u.groups)), u.all, true
+	return devices, groups, all, true
 }
 
 // maybeStored remembers the targets of a publish that failed with err,

@@ -11,7 +11,8 @@ import (
 
 // TestUnsureTellsTwice: the targets of unsure publishes are told when the
 // store first answers again, once more unsureAgain later, and then
-// forgotten; a new failure starts over.
+// forgotten; a new failure starts over, but tellings stay unsureAgain
+// apart.
 func TestUnsureTellsTwice(t *testing.T) {
 	var u unsure
 	t0 := time.Now()
@@ -35,6 +36,15 @@ func TestUnsureTellsTwice(t *testing.T) {
 	u.add(tether.DeviceTarget("d2"))
 	if devices, _, _, ok := u.due(t0.Add(4 * unsureAgain)); !ok || !slices.Equal(devices, []string{"d2"}) {
 		t.Fatalf("after a new failure: %v ok=%v; want [d2]", devices, ok)
+	}
+	u.add(tether.DeviceTarget("d3")) // failures go on: the count starts over
+	if _, _, _, ok := u.due(t0.Add(4*unsureAgain + unsureAgain/2)); ok {
+		t.Fatal("told twice within unsureAgain")
+	}
+	for i, want := range []bool{true, true, false} {
+		if _, _, _, ok := u.due(t0.Add(time.Duration(5+i) * unsureAgain)); ok != want {
+			t.Fatalf("telling %d after the last failure: ok=%v, want %v", i+1, ok, want)
+		}
 	}
 }
 
