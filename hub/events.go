@@ -209,14 +209,7 @@ func (h *Hub) Cancel(ctx context.Context, id string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var remote []string
-	for _, d := range devices {
-		if s := h.session(d); s != nil {
-			s.reload()
-		} else {
-			remote = append(remote, d)
-		}
-	}
+	remote := h.eachLocal(devices, (*Session).reload)
 	h.wakeRemote(ctx, remote, tether.EventMembership)
 	if len(devices) > 0 {
 		h.events.appended()

@@ -182,6 +182,19 @@ func (h *Hub) feed(group string) *feed {
 	return h.feeds[group]
 }
 
+// eachLocal calls fn with the session here of each of devices and returns
+// the devices that have none here.
+func (h *Hub) eachLocal(devices []string, fn func(*Session)) (remote []string) {
+	for _, d := range devices {
+		if s := h.session(d); s != nil {
+			fn(s)
+		} else {
+			remote = append(remote, d)
+		}
+	}
+	return remote
+}
+
 // session returns device's session here, or nil.
 func (h *Hub) session(device string) *Session {
 	h.mu.Lock()

@@ -103,14 +103,7 @@ func (h *Hub) tellUnsure() {
 		h.wakeAll()
 		return
 	}
-	var remote []string
-	for _, d := range devices {
-		if s := h.session(d); s != nil {
-			s.announce()
-		} else {
-			remote = append(remote, d)
-		}
-	}
+	remote := h.eachLocal(devices, (*Session).announce)
 	events := make([]tether.Event, 0, len(groups))
 	for _, g := range groups {
 		if f := h.feed(g); f != nil {
